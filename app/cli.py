@@ -1,0 +1,308 @@
+"""The `missive` command. Exit 0 on success; otherwise one line on stderr and a non-zero code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from app.config import ConfigError, get_settings
+from app.errors import AppError
+
+ROOT = Path(__file__).resolve().parent.parent
+app = typer.Typer(help="Missive: self-hosted newsletter distribution.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="Editor API tokens.", no_args_is_help=True)
+user_app = typer.Typer(help="Editor accounts.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Bulk subscriber import and export.", no_args_is_help=True)
+demo_app = typer.Typer(help="Sample content.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(demo_app, name="demo")
+
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"missive: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn: F) -> F:
+    """Turn the errors a user can cause or fix into one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AppError as exc:
+            fail(str(exc.detail))
+        except ConfigError as exc:
+            fail(str(exc))
+        except OperationalError as exc:
+            fail(f"cannot use the database: {str(exc.orig or exc).splitlines()[0]}")
+        except SQLAlchemyError as exc:
+            fail(f"database error: {str(exc).splitlines()[0]}")
+        except OSError as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the web application (API and public pages)."""
+    import uvicorn
+
+    get_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
+                proxy_headers=True, log_level="info")
+
+
+@app.command()
+@friendly
+def worker(concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
+    """Run a Celery worker (mail delivery)."""
+    os.execvp(sys.executable, _worker_argv(concurrency))
+
+
+def _worker_argv(concurrency: int) -> list[str]:
+    settings = get_settings()
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "missive", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    if settings.embedded:
+        # SQLite takes one writer at a time: the embedded default runs one worker in-process.
+        argv += ["--pool", "solo"]
+    else:
+        argv += ["--concurrency", str(concurrency)]
+    return argv
+
+
+@app.command()
+@friendly
+def beat(interval: Annotated[float, typer.Option(min=0.5)] = 30.0) -> None:
+    """Run the scheduler: housekeeping now; scheduled sends as they come."""
+    from app import beat as scheduler
+
+    scheduler.run_forever(interval=interval)
+
+
+@app.command()
+@friendly
+def up(host: str = "127.0.0.1", port: int = 8000,
+       concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
+    """Run web, worker and scheduler together on this machine until interrupted."""
+    _run_together(host, port, concurrency)
+
+
+def _run_together(host: str, port: int, concurrency: int) -> None:
+    me = [sys.executable, "-m", "app.cli"]
+    procs = [
+        subprocess.Popen([*me, "serve", "--host", host, "--port", str(port)]),
+        subprocess.Popen(_worker_argv(concurrency)),
+        subprocess.Popen([*me, "beat"]),
+    ]
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.3)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    if not stopping:
+        fail("a process stopped unexpectedly; see the log above")
+
+
+@app.command()
+@friendly
+def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Migrate, load the sample newsletter, make an editor token, print where to look, and run."""
+    base = f"http://{host}:{port}"
+    if "MISSIVE_BASE_URL" not in os.environ:
+        # Links in the mails must point at this server; the children inherit the setting.
+        os.environ["MISSIVE_BASE_URL"] = base
+        get_settings.cache_clear()
+    _upgrade()
+    from app import demo
+    from app.auth import service as auth
+    from app.db import session_scope
+
+    with session_scope() as session:
+        demo.load(session)
+        token = auth.create_token(session, name="make-run", role="admin", replace=True)
+    settings = get_settings()
+    out = Console(soft_wrap=True)
+    out.print(f"""
+[bold]Missive is starting[/bold] (embedded: SQLite, filesystem queue, Maildir outbox)
+
+  API docs        {base}/docs
+  Sign-up page    {base}/subscribe/{demo.SLUG}
+  Outbox          {settings.mail_url.removeprefix('maildir://')}/new
+  Editor token    {token}
+
+  Try: curl -H 'Authorization: Bearer {token}' {base}/api/v1/subscribers
+""", highlight=False)
+    _run_together(host, port, 1)
+
+
+# --- database and accounts -------------------------------------------------------------------
+
+
+def _upgrade() -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Bring the database schema up to date."""
+    _upgrade()
+    typer.echo("database is up to date")
+
+
+@token_app.command("create")
+@friendly
+def token_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor",
+    replace: Annotated[bool, typer.Option(help="revoke earlier tokens of this name")] = False,
+) -> None:
+    """Create an editor API token and print it (it is shown only this once)."""
+    from app.auth import service as auth
+    from app.db import session_scope
+
+    with session_scope() as session:
+        token = auth.create_token(session, name=name, role=role, replace=replace)
+    typer.echo(token)
+
+
+@user_app.command("create")
+@friendly
+def user_create(
+    email: str, role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor"
+) -> None:
+    """Create an editor account and print its first API token."""
+    from app.auth import service as auth
+    from app.db import session_scope
+
+    with session_scope() as session:
+        _, token = auth.create_user(session, email=email, role=role)
+    typer.echo(token)
+
+
+# --- subscribers -----------------------------------------------------------------------------
+
+
+@subscribers_app.command("import")
+@friendly
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    newsletter: Annotated[str, typer.Option(help="slug of the newsletter")],
+    pending: Annotated[bool, typer.Option(help="send each a confirmation mail")] = False,
+) -> None:
+    """Import a CSV (header email,name,…); failed rows are reported with their line."""
+    from app.db import session_scope
+    from app.newsletters import service as newsletters
+    from app.subscribers import csvio
+
+    size = file.stat().st_size
+    with session_scope() as session, file.open("rb") as fh, Progress(
+        TextColumn("importing"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bar:
+        target = newsletters.get_by_slug(session, newsletter)
+        task = bar.add_task("import", total=size)
+        report = csvio.import_csv(
+            session, fh, newsletter=target, status="pending" if pending else "active",
+            source="csv-import:cli", checkpoint=session.commit,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    for e in report.errors:
+        err.print(f"line {e['line']}: {e['detail']}", markup=False, highlight=False)
+    if report.error_count > len(report.errors):
+        err.print(f"… and {report.error_count - len(report.errors)} more errors")
+    typer.echo(f"created {report.created}, updated {report.updated}, "
+               f"kept unsubscribed {report.kept_unsubscribed}, errors {report.error_count}")
+
+
+@subscribers_app.command("export")
+@friendly
+def subscribers_export(
+    newsletter: Annotated[str | None, typer.Option(help="only this newsletter")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Write subscribers as CSV to stdout or --output."""
+    from app.db import session_scope
+    from app.newsletters import service as newsletters
+    from app.subscribers import csvio
+
+    with session_scope() as session:
+        target = newsletters.get_by_slug(session, newsletter) if newsletter else None
+        fh = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        try:
+            for line in csvio.export_rows(session, newsletter=target):
+                fh.write(line)
+        finally:
+            if output:
+                fh.close()
+
+
+@demo_app.command("load")
+@friendly
+def demo_load() -> None:
+    """Load the sample newsletter (idempotent)."""
+    from app import demo
+    from app.db import session_scope
+
+    with session_scope() as session:
+        demo.load(session)
+    typer.echo(f"sample newsletter {demo.SLUG!r} is loaded")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

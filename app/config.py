@@ -1,0 +1,109 @@
+"""Settings: one object, read from the environment (prefix MISSIVE_) and from `.env`.
+
+The embedded default needs no server: SQLite, a filesystem Celery broker and a Maildir outbox, all
+under `var/` in the working directory. Anything else is production and must bring its own secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MISSIVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "missive:"
+    mail_url: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    bounce_address: str = "bounces@localhost"
+    send_rate: float = 0
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_private_key_path: str = ""
+
+    # How long a confirmation link stays valid.
+    confirm_ttl_hours: int = Field(default=72, ge=1)
+    # Sign-up limits: requests per client IP per minute, requests per address per hour, and at
+    # most one confirmation mail per address in this many minutes.
+    signup_ip_per_minute: int = Field(default=20, ge=1)
+    signup_address_per_hour: int = Field(default=5, ge=1)
+    confirm_resend_minutes: int = Field(default=15, ge=0)
+    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        self.var_dir = self.var_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'missive.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.mail_url:
+            self.mail_url = f"maildir://{self.var_dir / 'outbox'}"
+        self.base_url = self.base_url.rstrip("/")
+        scheme = urlsplit(self.base_url).scheme
+        if scheme not in ("http", "https"):
+            raise ValueError("MISSIVE_BASE_URL must be an http:// or https:// URL")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the serverless default (SQLite): the secret may be generated."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.var_dir / "broker"
+
+    def require_secret(self) -> str:
+        """The signing key: configured, or in the embedded default generated once into var/."""
+        if self.secret_key:
+            if len(self.secret_key) < 16:
+                raise ConfigError("MISSIVE_SECRET_KEY is too short: use at least 16 characters")
+            return self.secret_key
+        if not self.embedded:
+            raise ConfigError(
+                "MISSIVE_SECRET_KEY is not set: it is required outside the embedded SQLite "
+                "default (generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        key_file = self.var_dir / "secret_key"
+        if not key_file.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            # Write aside and link into place, so a process racing us reads a whole key.
+            tmp = key_file.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            try:
+                os.link(tmp, key_file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        self.secret_key = key_file.read_text().strip()
+        return self.secret_key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.require_secret()
+    return settings

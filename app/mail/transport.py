@@ -1,0 +1,199 @@
+"""Mail transports behind one small interface: `send(envelope_from, to, message_bytes)`.
+
+`MISSIVE_MAIL_URL` picks one: `smtp://user:pass@host:port?tls=starttls|ssl|none&pool=N` (a pool of
+persistent connections) or `maildir:///path` (each message a file, for the embedded default).
+"""
+
+from __future__ import annotations
+
+import mailbox
+import queue
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app.config import ConfigError
+
+
+class DeliveryError(Exception):
+    """The server refused a message. `code` is the SMTP reply code (0 when there was none)."""
+
+    def __init__(self, code: int, message: str, *, temporary: bool) -> None:
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+        self.temporary = temporary
+
+
+class Transport(Protocol):
+    def send(self, envelope_from: str, to: Sequence[str], message: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """Drops each message into a Maildir, where any mail reader can open it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._box = mailbox.Maildir(str(path), create=True)
+
+    def send(self, envelope_from: str, to: Sequence[str], message: bytes) -> None:
+        # Maildir has no envelope; keep it as the first header, as a local MTA would.
+        recipients = ", ".join(to)
+        head = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipients}\r\n".encode()
+        self._box.add(head + message)
+
+    def close(self) -> None:
+        self._box.close()
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    tls: str = "none"  # none | starttls | ssl
+    username: str | None = None
+    password: str | None = None
+    pool: int = 4
+    timeout: float = 30.0
+    verify: bool = True
+
+
+class SmtpTransport:
+    """A pool of persistent SMTP connections shared by the threads of one process.
+
+    A connection is taken for one message and put back; broken ones are dropped and the
+    message is retried once on a fresh connection, since a server may close an idle session.
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(config.pool)
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        context = ssl.create_default_context()
+        if not c.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        conn: smtplib.SMTP
+        if c.tls == "ssl":
+            conn = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
+        else:
+            conn = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+        conn.ehlo_or_helo_if_needed()
+        if c.tls == "starttls":
+            conn.starttls(context=context)
+            conn.ehlo()
+        if c.username:
+            conn.login(c.username, c.password or "")
+        return conn
+
+    def send(self, envelope_from: str, to: Sequence[str], message: bytes) -> None:
+        with self._slots:
+            for attempt in (1, 2):
+                try:
+                    conn = self._idle.get_nowait()
+                except queue.Empty:
+                    try:
+                        conn = self._connect()
+                    except smtplib.SMTPResponseException as exc:
+                        raise DeliveryError(exc.smtp_code, _text(exc.smtp_error),
+                                            temporary=exc.smtp_code < 500) from exc
+                    except (OSError, smtplib.SMTPException) as exc:
+                        raise DeliveryError(0, f"cannot connect: {exc}", temporary=True) from exc
+                try:
+                    refused = conn.sendmail(envelope_from, list(to), message)
+                except smtplib.SMTPServerDisconnected:
+                    if attempt == 2:
+                        raise DeliveryError(0, "server disconnected", temporary=True) from None
+                    continue
+                except smtplib.SMTPRecipientsRefused as exc:
+                    self._idle.put(conn)
+                    code, text = next(iter(exc.recipients.values()))
+                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500) from exc
+                except smtplib.SMTPResponseException as exc:
+                    self._reset_or_drop(conn)
+                    raise DeliveryError(
+                        exc.smtp_code, _text(exc.smtp_error), temporary=400 <= exc.smtp_code < 500
+                    ) from exc
+                except (OSError, smtplib.SMTPException) as exc:
+                    _quietly_close(conn)
+                    raise DeliveryError(0, str(exc), temporary=True) from exc
+                self._idle.put(conn)
+                if refused:
+                    code, text = next(iter(refused.values()))
+                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500)
+                return
+
+    def _reset_or_drop(self, conn: smtplib.SMTP) -> None:
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            _quietly_close(conn)
+        else:
+            self._idle.put(conn)
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                _quietly_close(conn)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _quietly_close(conn: smtplib.SMTP) -> None:
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def from_url(url: str) -> Transport:
+    """The transport `url` describes, or ConfigError saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme == "maildir":
+        raw = unquote(url[len("maildir://"):])
+        if not raw:
+            raise ConfigError("MISSIVE_MAIL_URL maildir:// needs a path")
+        return MaildirTransport(Path(raw).expanduser().resolve())
+    if parts.scheme in ("smtp", "smtps"):
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        tls = query.get("tls", "ssl" if parts.scheme == "smtps" else "none")
+        if tls not in ("none", "starttls", "ssl"):
+            raise ConfigError("MISSIVE_MAIL_URL tls= must be none, starttls or ssl")
+        try:
+            pool = int(query.get("pool", "4"))
+            port = parts.port or (465 if tls == "ssl" else 25)
+        except ValueError as exc:
+            raise ConfigError(f"MISSIVE_MAIL_URL: {exc}") from exc
+        if not parts.hostname or pool < 1:
+            raise ConfigError("MISSIVE_MAIL_URL needs a host and pool >= 1")
+        return SmtpTransport(
+            SmtpConfig(
+                host=parts.hostname,
+                port=port,
+                tls=tls,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                pool=pool,
+                verify=query.get("verify", "1") not in ("0", "false", "no"),
+            )
+        )
+    raise ConfigError(f"MISSIVE_MAIL_URL scheme {parts.scheme!r} is not smtp:// or maildir://")

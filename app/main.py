@@ -1,0 +1,55 @@
+"""The web application: editor API under /api/v1, public pages elsewhere."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from app import models  # noqa: F401  (every table registered before the first query)
+from app.config import get_settings
+from app.errors import AppError
+from app.newsletters.router import router as newsletters_router
+from app.signup.router import router as signup_router
+from app.subscribers.router import router as subscribers_router
+from app.web import pages
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    headers = getattr(exc, "headers", None)
+    if _wants_html(request):
+        return pages().TemplateResponse(
+            request, "message.html",
+            {"newsletter": None, "title": "Sorry", "message": str(exc.detail)},
+            status_code=exc.status_code, headers=headers,
+        )
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def create_app() -> FastAPI:
+    get_settings()  # refuse to start on a configuration that cannot work
+    app = FastAPI(
+        title="Missive",
+        description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
+        version="0.1.0",
+    )
+    app.add_exception_handler(AppError, _app_error)
+    app.include_router(newsletters_router)
+    app.include_router(subscribers_router)
+    app.include_router(signup_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, utcnow
+
+
+class Newsletter(Base):
+    __tablename__ = "newsletters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str] = mapped_column(String(200))
+    from_email: Mapped[str] = mapped_column(String(254))
+    reply_to: Mapped[str | None] = mapped_column(String(254))
+    footer: Mapped[str] = mapped_column(Text, default="")
+    postal_address: Mapped[str] = mapped_column(Text, default="")
+    # "biweekly", "weekly", "monthly" or "none"; slots are counted from `cadence_anchor`.
+    cadence: Mapped[str] = mapped_column(String(16), default="biweekly")
+    cadence_anchor: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,206 @@
+"""Public pages: the sign-up form, the confirmation link and the unsubscribe link.
+
+No login, HTML by default, JSON where asked. Every state-changing action is a POST: mail link
+scanners fetch GETs, so a GET only shows a page with a button.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from app.db import SessionDep
+from app.errors import AppError, Invalid, NotFound
+from app.newsletters import service as newsletters
+from app.signup import service
+from app.signup.service import Outcome
+from app.subscribers.service import Actor
+from app.web import pages
+
+router = APIRouter(tags=["public"])
+
+MAX_FORM_BYTES = 16 * 1024
+HONEYPOT = "website"
+CHECK_INBOX = "Thanks! If this address can be subscribed, a confirmation link is on its way."
+
+
+@dataclass
+class SignupInput:
+    wants_json: bool
+    email: Any
+    name: Any
+    honeypot: Any
+
+
+async def signup_input(request: Request) -> SignupInput:
+    """The posted form or JSON object, bounded in size."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise AppError("the request is too large", 413)
+    if ctype == "application/json":
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise Invalid("the body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise Invalid("the body must be a JSON object")
+        return SignupInput(True, data.get("email"), data.get("name"), data.get(HONEYPOT))
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+        from urllib.parse import parse_qs
+
+        if ctype == "multipart/form-data":
+            form = await _multipart(request, body)
+        else:
+            try:
+                parsed = parse_qs(body.decode("utf-8"), max_num_fields=20)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise Invalid("the form could not be read") from exc
+            form = {k: v[-1] for k, v in parsed.items()}
+        wants_json = "application/json" in request.headers.get("accept", "")
+        return SignupInput(wants_json, form.get("email"), form.get("name"), form.get(HONEYPOT))
+    raise AppError("send a form or a JSON object", 415)
+
+
+async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def stream() -> Any:
+        yield body
+
+    try:
+        form = await MultiPartParser(Headers(scope=request.scope), stream(), max_files=0,
+                                     max_fields=20).parse()
+    except MultiPartException as exc:
+        raise Invalid(f"the form could not be read: {exc.message}") from exc
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _actor(request: Request, source: str) -> Actor:
+    return Actor(
+        source=source,
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent", "")[:500],
+    )
+
+
+@router.get("/subscribe/{slug}", response_class=HTMLResponse)
+def signup_form(slug: str, request: Request, session: SessionDep) -> Response:
+    newsletter = newsletters.get_by_slug(session, slug)
+    return pages().TemplateResponse(
+        request, "subscribe.html", {"newsletter": newsletter, "errors": [], "values": {}}
+    )
+
+
+@router.post("/subscribe/{slug}", response_model=None)
+def signup(
+    slug: str,
+    request: Request,
+    session: SessionDep,
+    data: Annotated[SignupInput, Depends(signup_input)],
+) -> Response:
+    newsletter = newsletters.get_by_slug(session, slug)
+    try:
+        if not data.honeypot:  # a bot filled the hidden field: answer as usual, do nothing
+            service.sign_up(session, slug=slug, email=data.email, name=data.name,
+                            actor=_actor(request, f"form:{slug}"))
+    except AppError as exc:
+        if data.wants_json:
+            raise
+        session.rollback()
+        return pages().TemplateResponse(
+            request,
+            "subscribe.html",
+            {"newsletter": newsletter, "errors": [str(exc.detail)],
+             "values": {"email": data.email if isinstance(data.email, str) else "",
+                        "name": data.name if isinstance(data.name, str) else ""}},
+            status_code=exc.status_code,
+        )
+    if data.wants_json:
+        return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202)
+    return pages().TemplateResponse(
+        request, "message.html",
+        {"newsletter": newsletter, "title": "Check your inbox", "message": CHECK_INBOX},
+    )
+
+
+_CONFIRM_PAGES = {
+    Outcome.EXPIRED: ("This link has expired", "Confirmation links last a few days. "
+                      "Sign up again and we will send you a fresh one.", 410),
+    Outcome.INVALID: ("This link is not valid", "It may have been cut short by your mail "
+                      "program. Copy the whole link from the email, or sign up again.", 404),
+    Outcome.STALE: ("This link can no longer be used", "Sign up again to receive a new "
+                    "confirmation link.", 409),
+    Outcome.ALREADY: ("You are already subscribed", "Nothing more to do: the next issue will "
+                      "reach you.", 200),
+}
+
+
+def _token_page(request: Request, view: service.TokenView, pages_by: dict[Outcome, Any],
+                confirmed: tuple[str, str]) -> Response:
+    title, message, code = pages_by.get(view.outcome, (*confirmed, 200))
+    return pages().TemplateResponse(
+        request, "message.html",
+        {"newsletter": view.newsletter, "title": title, "message": message},
+        status_code=code,
+    )
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(token: str, request: Request, session: SessionDep) -> Response:
+    view = service.check_confirm(session, token)
+    if view.outcome is not Outcome.CONFIRMED:
+        return _token_page(request, view, _CONFIRM_PAGES, ("", ""))
+    return pages().TemplateResponse(
+        request, "confirm.html", {"newsletter": view.newsletter, "token": token}
+    )
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+def confirm(token: str, request: Request, session: SessionDep) -> Response:
+    view = service.confirm(session, token, _actor(request, "confirm-link"))
+    return _token_page(request, view, _CONFIRM_PAGES, (
+        "Subscription confirmed", "Thank you. A welcome note is on its way to your inbox."))
+
+
+_UNSUB_PAGES = {
+    Outcome.INVALID: ("This link is not valid", "Copy the whole link from the email, or reply "
+                      "to the newsletter and we will take you off the list.", 404),
+    Outcome.ALREADY: ("You are unsubscribed", "You will not receive this newsletter again.",
+                      200),
+}
+
+
+@router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
+    view = service.check_unsubscribe(session, token)
+    if view.outcome is not Outcome.CONFIRMED:
+        return _token_page(request, view, _UNSUB_PAGES, ("", ""))
+    return pages().TemplateResponse(
+        request, "unsubscribe.html", {"newsletter": view.newsletter, "token": token}
+    )
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+def unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
+    # Also the RFC 8058 one-click POST: no cookie, no CSRF token, answered 200 with no redirect.
+    view = service.unsubscribe(session, token, _actor(request, "unsubscribe-link"))
+    if view.outcome is Outcome.INVALID:
+        return _token_page(request, view, _UNSUB_PAGES, ("", ""))
+    return _token_page(request, service.TokenView(Outcome.ALREADY, view.newsletter),
+                       _UNSUB_PAGES, ("", ""))
+
+
+def not_found_page(request: Request, exc: NotFound) -> Response:
+    return pages().TemplateResponse(
+        request, "message.html",
+        {"newsletter": None, "title": "Not found", "message": str(exc.detail)},
+        status_code=404,
+    )

@@ -1,0 +1,269 @@
+"""Double opt-in: sign-up, the confirmation mail, confirming, the welcome mail, leaving.
+
+Whatever the state of an address, `sign_up` answers the same way, so the form never reveals
+who is subscribed. Mails go out from worker tasks enqueued after the sign-up commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import ratelimit
+from app.config import get_settings
+from app.db import dialect_insert, utcnow
+from app.errors import TooManyRequests
+from app.mail import compose
+from app.mail.transport import Transport
+from app.newsletters import service as newsletters
+from app.newsletters.models import Newsletter
+from app.queue import enqueue_after_commit
+from app.security import TokenExpired, TokenInvalid, sign, unsign
+from app.subscribers import repository as repo
+from app.subscribers.models import ConsentEvent, Subscriber, Subscription
+from app.subscribers.service import Actor, is_suppressed, set_status
+from app.validation import MAX_NAME, clean_text, email_key, normalise_email
+
+
+def _fingerprint(key: str) -> str:
+    # Binds a token to the address it was sent to: changing the address voids old links.
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def confirm_token(sub: Subscription) -> str:
+    return sign("confirm", {"s": sub.id, "a": _fingerprint(sub.subscriber.email_key)})
+
+
+def unsubscribe_token(sub: Subscription) -> str:
+    return sign("unsubscribe", {"s": sub.id, "a": _fingerprint(sub.subscriber.email_key)})
+
+
+def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tuple[
+    Subscription, datetime
+]:
+    payload, signed_at = unsign(purpose, token, max_age_seconds=max_age)
+    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
+        raise TokenInvalid("bad payload")
+    sub = session.get(Subscription, payload["s"], with_for_update=True)
+    if sub is None or payload.get("a") != _fingerprint(sub.subscriber.email_key):
+        raise TokenInvalid("no such subscription")
+    return sub, signed_at
+
+
+def sign_up(
+    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
+) -> None:
+    """Record a sign-up and, where one is due, enqueue a confirmation mail.
+
+    Raises Invalid for bad input and TooManyRequests past the limits; otherwise returns nothing,
+    whether the address was new, pending, active or suppressed.
+    """
+    settings = get_settings()
+    newsletter = newsletters.get_by_slug(session, slug)
+    address = normalise_email(email)
+    clean_name = clean_text(name, field="name", max_length=MAX_NAME)
+    key = email_key(address)
+    if actor.ip and not ratelimit.hit(
+        f"signup-ip:{actor.ip}", limit=settings.signup_ip_per_minute, per_seconds=60
+    ):
+        raise TooManyRequests("too many sign-ups from your address; try again in a minute")
+    if not ratelimit.hit(
+        f"signup-addr:{key}", limit=settings.signup_address_per_hour, per_seconds=3600
+    ):
+        raise TooManyRequests("too many sign-ups for this email address; try again later")
+
+    if is_suppressed(session, key):
+        return
+    subscriber = repo.get_by_email_key(session, key)
+    if subscriber is None:
+        subscriber = _insert_subscriber(session, address, key, clean_name)
+    elif clean_name and not subscriber.name:
+        subscriber.name = clean_name
+    sub = repo.subscription(session, subscriber.id, newsletter.id)
+    if sub is not None and sub.status == "active":
+        return
+    now = utcnow()
+    recent = timedelta(minutes=settings.confirm_resend_minutes)
+    if sub is not None and sub.status == "pending":
+        if sub.confirmation_sent_at and now - sub.confirmation_sent_at < recent:
+            return
+        session.add(ConsentEvent(subscriber_id=subscriber.id, newsletter_id=newsletter.id,
+                                 action="signup", source=actor.source, ip=actor.ip,
+                                 user_agent=actor.user_agent))
+    else:
+        sub = set_status(session, subscriber, newsletter, "pending", actor)
+    sub.confirmation_sent_at = now
+    session.flush()
+    enqueue_after_commit(session, "missive.send_confirmations", [sub.id])
+
+
+def _insert_subscriber(session: Session, address: str, key: str, name: str) -> Subscriber:
+    # Two sign-ups of one new address at once: the second finds the first's row.
+    session.execute(
+        dialect_insert(session, Subscriber)
+        .values(email=address, email_key=key, name=name, attributes={},
+                created_at=utcnow(), updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["email_key"])
+    )
+    subscriber = repo.get_by_email_key(session, key)
+    assert subscriber is not None
+    return subscriber
+
+
+class Outcome(Enum):
+    CONFIRMED = "confirmed"
+    ALREADY = "already"
+    STALE = "stale"  # signed before the reader unsubscribed, or the address is suppressed
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+@dataclass
+class TokenView:
+    outcome: Outcome
+    newsletter: Newsletter | None = None
+    email: str | None = None
+
+
+def check_confirm(session: Session, token: str) -> TokenView:
+    """What a confirmation link would do, changing nothing (link scanners fetch GETs)."""
+    try:
+        sub, _ = _load(session, "confirm", token, _confirm_max_age())
+    except TokenExpired:
+        return TokenView(Outcome.EXPIRED)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    outcome = Outcome.ALREADY if sub.status == "active" else Outcome.CONFIRMED
+    return TokenView(outcome, sub.newsletter, sub.subscriber.email)
+
+
+def confirm(session: Session, token: str, actor: Actor) -> TokenView:
+    """Confirm the subscription behind `token`. Confirming twice is harmless."""
+    try:
+        sub, signed_at = _load(session, "confirm", token, _confirm_max_age())
+    except TokenExpired:
+        return TokenView(Outcome.EXPIRED)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
+    if sub.status == "active":
+        view.outcome = Outcome.ALREADY
+        return view
+    if (sub.unsubscribed_at and sub.unsubscribed_at > signed_at) or is_suppressed(
+        session, sub.subscriber.email_key
+    ):
+        view.outcome = Outcome.STALE
+        return view
+    sub.status = "active"
+    sub.confirmed_at = utcnow()
+    sub.unsubscribed_at = None
+    session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
+                             action="confirm", source=actor.source, ip=actor.ip,
+                             user_agent=actor.user_agent))
+    session.flush()
+    enqueue_after_commit(session, "missive.send_welcome", sub.id)
+    return view
+
+
+def _confirm_max_age() -> int:
+    return get_settings().confirm_ttl_hours * 3600
+
+
+def check_unsubscribe(session: Session, token: str) -> TokenView:
+    """What an unsubscribe link points at, changing nothing."""
+    try:
+        sub, _ = _load(session, "unsubscribe", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    outcome = Outcome.ALREADY if sub.status == "unsubscribed" else Outcome.CONFIRMED
+    return TokenView(outcome, sub.newsletter, sub.subscriber.email)
+
+
+def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
+    """Unsubscribe the reader behind `token` from its newsletter, at once."""
+    try:
+        sub, _ = _load(session, "unsubscribe", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
+    if sub.status == "unsubscribed":
+        view.outcome = Outcome.ALREADY
+        return view
+    set_status(session, sub.subscriber, sub.newsletter, "unsubscribed", actor)
+    return view
+
+
+# --- mails, sent by worker tasks -------------------------------------------------------------
+
+
+def deliver_confirmation(session: Session, subscription_id: int, transport: Transport) -> bool:
+    """Mail a confirmation link to a still-pending subscription; True if one was sent.
+
+    A task may run twice (late acks): a subscription mailed within the resend window is
+    skipped, so a redelivered task sends nothing new.
+    """
+    settings = get_settings()
+    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    if sub is None or sub.status != "pending" or is_suppressed(session, sub.subscriber.email_key):
+        return False
+    if _mailed_since(session, sub, "confirmation-mailed",
+                     utcnow() - timedelta(minutes=settings.confirm_resend_minutes)):
+        return False
+    url = f"{settings.base_url}/confirm/{confirm_token(sub)}"
+    message = compose.build(
+        template="confirm",
+        newsletter=sub.newsletter,
+        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+        subject=f"Confirm your subscription to {sub.newsletter.name}",
+        context={"confirm_url": url, "subscriber": sub.subscriber,
+                 "ttl_hours": settings.confirm_ttl_hours},
+        headers={"Auto-Submitted": "auto-generated"},
+    )
+    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
+                             action="confirmation-mailed", source="worker"))
+    return True
+
+
+def _mailed_since(session: Session, sub: Subscription, action: str, since: datetime) -> bool:
+    # The consent log doubles as proof of what was mailed when.
+    return session.scalars(
+        select(ConsentEvent.id).where(
+            ConsentEvent.subscriber_id == sub.subscriber_id,
+            ConsentEvent.newsletter_id == sub.newsletter_id,
+            ConsentEvent.action == action,
+            ConsentEvent.created_at >= since,
+        )
+    ).first() is not None
+
+
+def deliver_welcome(session: Session, subscription_id: int, transport: Transport) -> bool:
+    """Mail the welcome note once to a newly active subscription."""
+    settings = get_settings()
+    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    if sub is None or sub.status != "active" or is_suppressed(session, sub.subscriber.email_key):
+        return False
+    if sub.confirmed_at and _mailed_since(session, sub, "welcome-mailed", sub.confirmed_at):
+        return False
+    unsubscribe_url = f"{settings.base_url}/u/{unsubscribe_token(sub)}"
+    message = compose.build(
+        template="welcome",
+        newsletter=sub.newsletter,
+        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+        subject=f"Welcome to {sub.newsletter.name}",
+        context={"subscriber": sub.subscriber, "unsubscribe_url": unsubscribe_url,
+                 "archive_url": f"{settings.base_url}/archive/{sub.newsletter.slug}"},
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
+                             action="welcome-mailed", source="worker"))
+    return True

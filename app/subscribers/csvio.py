@@ -1,0 +1,324 @@
+"""CSV in and out, streamed: rows are read and written in batches, never all held at once."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.db import dialect_insert, utcnow
+from app.errors import AppError, Invalid
+from app.newsletters.models import Newsletter
+from app.queue import enqueue_after_commit
+from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.validation import (
+    MAX_NAME,
+    clean_attributes,
+    clean_text,
+    email_key,
+    normalise_email,
+)
+
+BATCH = 1000
+MAX_REPORTED_ERRORS = 1000
+# Spreadsheets run a cell that starts with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    kept_unsubscribed: int = 0
+    error_count: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def error(self, line: int, detail: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"line": line, "detail": detail})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "kept_unsubscribed": self.kept_unsubscribed,
+            "error_count": self.error_count,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class _Row:
+    line: int
+    email: str
+    key: str
+    name: str | None
+    attributes: dict[str, Any]
+
+
+def _parse(line: int, cells: dict[str, str | None]) -> _Row:
+    email = normalise_email(cells.get("email") or "")
+    raw_name = cells.get("name")
+    name = clean_text(raw_name, field="name", max_length=MAX_NAME) if raw_name else None
+    attrs = clean_attributes(
+        {k: v for k, v in cells.items() if k not in ("email", "name") and v not in (None, "")}
+    )
+    return _Row(line=line, email=email, key=email_key(email), name=name, attributes=attrs)
+
+
+def _read_header(reader: Iterator[list[str]]) -> list[str]:
+    try:
+        header = next(reader)
+    except StopIteration as exc:
+        raise Invalid("the CSV is empty: it needs a header line with an 'email' column") from exc
+    except csv.Error as exc:
+        raise Invalid(f"line 1: {exc}") from exc
+    names = [h.strip().lower() if h.strip().lower() in ("email", "name") else h.strip()
+             for h in header]
+    if "email" not in names:
+        raise Invalid("the CSV header must have an 'email' column")
+    if len(set(names)) != len(names):
+        raise Invalid("the CSV header names a column twice")
+    if any(not n for n in names):
+        raise Invalid("the CSV header has an empty column name")
+    return names
+
+
+def _batches(
+    text: IO[str], report: ImportReport
+) -> Iterator[list[_Row]]:
+    reader = csv.reader(text, strict=True)
+    header = _read_header(reader)
+    batch: dict[str, _Row] = {}
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            report.error(reader.line_num, f"not valid CSV: {exc}")
+            continue
+        except UnicodeDecodeError:
+            report.error(reader.line_num + 1, "not UTF-8 text; the import stopped here")
+            break
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) > len(header):
+            report.error(line, f"{len(cells)} cells but the header has {len(header)} columns")
+            continue
+        try:
+            row = _parse(line, dict(zip(header, cells, strict=False)))
+        except AppError as exc:
+            report.error(line, str(exc.detail))
+            continue
+        # A later row for the same address wins within a batch.
+        batch[row.key] = row
+        if len(batch) >= BATCH:
+            yield list(batch.values())
+            batch = {}
+    if batch:
+        yield list(batch.values())
+
+
+def import_csv(
+    session: Session,
+    stream: IO[bytes],
+    *,
+    newsletter: Newsletter,
+    status: str = "active",
+    source: str = "csv-import",
+    checkpoint: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import subscribers from a CSV byte stream (header `email,name,…`) onto `newsletter`.
+
+    Re-importing an address updates it; empty cells leave stored values alone. An existing
+    subscription is never moved out of `unsubscribed`: a reader who said stop stays stopped.
+    `checkpoint` is called after each batch (the caller commits there); `progress` gets the
+    number of bytes read so far.
+    """
+    if status not in ("active", "pending"):
+        raise Invalid("status must be 'active' or 'pending'")
+    report = ImportReport()
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    for batch in _batches(text, report):
+        _store_batch(session, batch, newsletter, status, source, report)
+        if checkpoint:
+            checkpoint()
+        if progress:
+            progress(stream.tell() if stream.seekable() else 0)
+    return report
+
+
+def _store_batch(
+    session: Session,
+    batch: list[_Row],
+    newsletter: Newsletter,
+    status: str,
+    source: str,
+    report: ImportReport,
+) -> None:
+    now = utcnow()
+    keys = [r.key for r in batch]
+    existing = {
+        key: (sid, name, attrs)
+        for sid, key, name, attrs in session.execute(
+            select(Subscriber.id, Subscriber.email_key, Subscriber.name, Subscriber.attributes)
+            .where(Subscriber.email_key.in_(keys))
+        )
+    }
+    new_rows = [
+        {"email": r.email, "email_key": r.key, "name": r.name or "", "attributes": r.attributes,
+         "created_at": now, "updated_at": now}
+        for r in batch if r.key not in existing
+    ]
+    if new_rows:
+        # A sign-up may have taken an address since the select: skip it, it is updated below.
+        session.execute(
+            dialect_insert(session, Subscriber).on_conflict_do_nothing(
+                index_elements=["email_key"]
+            ),
+            new_rows,
+        )
+    changes = []
+    for r in batch:
+        if r.key in existing:
+            sid, name, attrs = existing[r.key]
+            merged = {**(attrs or {}), **r.attributes}
+            if (r.name is not None and r.name != name) or merged != (attrs or {}):
+                changes.append({"id": sid, "name": r.name if r.name is not None else name,
+                                "attributes": merged, "updated_at": now})
+    if changes:
+        session.execute(update(Subscriber), changes)
+    ids = dict(
+        session.execute(
+            select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
+        ).tuples()
+    )
+    subs = {
+        sid: (sub_id, sub_status)
+        for sub_id, sid, sub_status in session.execute(
+            select(Subscription.id, Subscription.subscriber_id, Subscription.status).where(
+                Subscription.newsletter_id == newsletter.id,
+                Subscription.subscriber_id.in_(ids.values()),
+            )
+        )
+    }
+    fresh, promote, consent = [], [], []
+    for r in batch:
+        sid = ids[r.key]
+        if sid in subs:
+            report.updated += 1
+            sub_id, sub_status = subs[sid]
+            if sub_status == "unsubscribed":
+                report.kept_unsubscribed += 1
+            elif sub_status == "pending" and status == "active":
+                promote.append({"id": sub_id, "status": "active", "confirmed_at": now})
+                consent.append((sid, "import"))
+        else:
+            if r.key in existing:
+                report.updated += 1
+            else:
+                report.created += 1
+            fresh.append({"subscriber_id": sid, "newsletter_id": newsletter.id, "status": status,
+                          "source": "import", "created_at": now,
+                          "confirmed_at": now if status == "active" else None,
+                          "confirmation_sent_at": now if status == "pending" else None})
+            consent.append((sid, "import" if status == "active" else "signup"))
+    if fresh:
+        session.execute(
+            dialect_insert(session, Subscription).on_conflict_do_nothing(
+                index_elements=["subscriber_id", "newsletter_id"]
+            ),
+            fresh,
+        )
+    if promote:
+        session.execute(update(Subscription), promote)
+    if consent:
+        session.execute(
+            dialect_insert(session, ConsentEvent),
+            [{"subscriber_id": sid, "newsletter_id": newsletter.id, "action": action,
+              "source": source, "created_at": now} for sid, action in consent],
+        )
+    if status == "pending" and fresh:
+        pending_ids = [
+            sub_id for (sub_id,) in session.execute(
+                select(Subscription.id).where(
+                    Subscription.newsletter_id == newsletter.id,
+                    Subscription.status == "pending",
+                    Subscription.subscriber_id.in_([f["subscriber_id"] for f in fresh]),
+                )
+            )
+        ]
+        if pending_ids:
+            enqueue_after_commit(session, "missive.send_confirmations", pending_ids)
+
+
+def neutralise(cell: Any) -> str:
+    """A cell a spreadsheet will show as text, never run as a formula."""
+    text = "" if cell is None else str(cell)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def export_rows(session: Session, *, newsletter: Newsletter | None) -> Iterator[str]:
+    """CSV text, a line at a time: `email,name,status,suppressed,created_at` then attributes.
+
+    With a newsletter, `status` is the subscription status there and only its subscribers are
+    listed; without one, `status` lists `slug:status` for every newsletter.
+    """
+    def base_query() -> Any:
+        stmt = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=BATCH)
+        if newsletter is not None:
+            stmt = stmt.join(Subscription).where(Subscription.newsletter_id == newsletter.id)
+        return stmt
+
+    # First pass: attribute names, so that every row has the same columns.
+    attr_names: set[str] = set()
+    for attrs in session.scalars(
+        base_query().with_only_columns(Subscriber.attributes)
+    ):
+        attr_names.update((attrs or {}).keys())
+    columns = sorted(attr_names)
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+
+    def line(cells: Iterable[Any]) -> str:
+        buf.seek(0)
+        buf.truncate()
+        writer.writerow([neutralise(c) for c in cells])
+        return buf.getvalue()
+
+    yield line(["email", "name", "status", "suppressed", "created_at", *columns])
+    slugs = dict(session.execute(select(Newsletter.id, Newsletter.slug)).tuples())
+    for chunk in session.scalars(base_query()).partitions():
+        ids = [s.id for s in chunk]
+        statuses: dict[int, list[tuple[int, str]]] = {}
+        for sid, nid, st in session.execute(
+            select(Subscription.subscriber_id, Subscription.newsletter_id, Subscription.status)
+            .where(Subscription.subscriber_id.in_(ids))
+        ):
+            statuses.setdefault(sid, []).append((nid, st))
+        suppressed = dict(
+            session.execute(
+                select(Suppression.email_key, Suppression.reason).where(
+                    Suppression.email_key.in_([s.email_key for s in chunk])
+                )
+            ).tuples()
+        )
+        for s in chunk:
+            subs = statuses.get(s.id, [])
+            if newsletter is not None:
+                status = next((st for nid, st in subs if nid == newsletter.id), "")
+            else:
+                status = " ".join(f"{slugs[nid]}:{st}" for nid, st in sorted(subs))
+            attrs = s.attributes or {}
+            yield line([s.email, s.name, status, suppressed.get(s.email_key, ""),
+                        s.created_at.isoformat(), *(attrs.get(c, "") for c in columns)])

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, utcnow
+
+if TYPE_CHECKING:
+    from app.newsletters.models import Newsletter
+
+SUBSCRIPTION_STATUSES = ("pending", "active", "unsubscribed")
+SUPPRESSION_REASONS = ("bounced", "complained", "manual")
+
+
+class Subscriber(Base):
+    """A reader, one per address. `email_key` (the address lowercased) makes it unique."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Subscription(Base):
+    """One subscriber on one newsletter, with where they stand."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "newsletter_id"),
+        Index("ix_subscriptions_newsletter_status", "newsletter_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    newsletter_id: Mapped[int] = mapped_column(
+        ForeignKey("newsletters.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    source: Mapped[str] = mapped_column(String(32), default="form")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmation_sent_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    newsletter: Mapped[Newsletter] = relationship()
+
+
+class ConsentEvent(Base):
+    """Append-only record of how consent was given or withdrawn. Rows are never updated."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    newsletter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("newsletters.id", ondelete="CASCADE")
+    )
+    # signup, confirm, import, unsubscribe, resubscribe, admin
+    action: Mapped[str] = mapped_column(String(32))
+    # Which form or channel: "form:alliance-digest", "api", "csv-import", "token:NAME" …
+    source: Mapped[str] = mapped_column(String(200), default="")
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Suppression(Base):
+    """An address that must never be mailed, whatever its subscriptions say."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+

@@ -1,0 +1,115 @@
+"""Queries on subscribers, subscriptions, consent and suppressions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Select, exists, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+
+
+def get(session: Session, subscriber_id: int) -> Subscriber | None:
+    """One subscriber with their subscriptions loaded."""
+    return session.scalars(
+        select(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .options(selectinload(Subscriber.subscriptions).selectinload(Subscription.newsletter))
+    ).first()
+
+
+def get_by_email_key(session: Session, key: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.email_key == key)).first()
+
+
+def by_email_keys(session: Session, keys: Iterable[str]) -> dict[str, Subscriber]:
+    """Subscribers for a batch of addresses, keyed by `email_key`."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    rows = session.scalars(select(Subscriber).where(Subscriber.email_key.in_(keys)))
+    return {s.email_key: s for s in rows}
+
+
+def subscription(session: Session, subscriber_id: int, newsletter_id: int) -> Subscription | None:
+    return session.scalars(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.newsletter_id == newsletter_id,
+        )
+    ).first()
+
+
+def subscriptions_for(
+    session: Session, subscriber_ids: Iterable[int], newsletter_id: int
+) -> dict[int, Subscription]:
+    ids = list(subscriber_ids)
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Subscription).where(
+            Subscription.newsletter_id == newsletter_id, Subscription.subscriber_id.in_(ids)
+        )
+    )
+    return {s.subscriber_id: s for s in rows}
+
+
+def suppression_reasons(session: Session, keys: Iterable[str]) -> dict[str, str]:
+    """`email_key → reason` for those of `keys` on the suppression list."""
+    keys = list(set(keys))
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Suppression.email_key, Suppression.reason).where(Suppression.email_key.in_(keys))
+    )
+    return {k: r for k, r in rows}
+
+
+def add_consent(session: Session, event: ConsentEvent) -> None:
+    session.add(event)
+
+
+def page_query(
+    *,
+    newsletter_id: int | None,
+    status: str | None,
+    q: str | None,
+    after_id: int | None,
+    limit: int,
+) -> Select[tuple[Subscriber]]:
+    """Subscribers in id order after `after_id`, filtered by newsletter, status and a search."""
+    stmt = select(Subscriber).order_by(Subscriber.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Subscriber.id > after_id)
+    if status in ("bounced", "complained", "manual"):
+        stmt = stmt.where(
+            exists().where(
+                Suppression.email_key == Subscriber.email_key, Suppression.reason == status
+            )
+        )
+        status = None
+    if newsletter_id is not None or status is not None:
+        cond = Subscription.subscriber_id == Subscriber.id
+        if newsletter_id is not None:
+            cond = cond & (Subscription.newsletter_id == newsletter_id)
+        if status is not None:
+            cond = cond & (Subscription.status == status)
+        stmt = stmt.where(exists().where(cond))
+    if q:
+        # LIKE wildcards in the search text are matched literally.
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        stmt = stmt.where(
+            or_(
+                Subscriber.email_key.like(pattern, escape="\\"),
+                Subscriber.name.ilike(pattern, escape="\\"),
+            )
+        )
+    return stmt.options(
+        selectinload(Subscriber.subscriptions).selectinload(Subscription.newsletter)
+    )
+
+
+def list_page(session: Session, stmt: Select[tuple[Subscriber]]) -> Sequence[Subscriber]:
+    return session.scalars(stmt).all()

@@ -1,0 +1,239 @@
+"""Subscribers and their subscriptions: the rules, whoever calls (API, sign-up form, import)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import Conflict, Invalid, NotFound
+from app.newsletters import service as newsletters
+from app.newsletters.models import Newsletter
+from app.subscribers import repository as repo
+from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.subscribers.schemas import (
+    SubscriberCreate,
+    SubscriberOut,
+    SubscriberPage,
+    SubscriberUpdate,
+    SubscriptionIn,
+    SubscriptionOut,
+)
+from app.validation import (
+    MAX_NAME,
+    clean_attributes,
+    clean_text,
+    email_key,
+    normalise_email,
+)
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, for the consent log."""
+
+    source: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def to_out(
+    session: Session, subscriber: Subscriber, reasons: dict[str, str] | None = None
+) -> SubscriberOut:
+    """The API view of a subscriber; `reasons` is a pre-fetched suppression map for a page."""
+    if reasons is None:
+        reasons = repo.suppression_reasons(session, [subscriber.email_key])
+    suppressed = reasons.get(subscriber.email_key)
+    return SubscriberOut(
+        id=subscriber.id,
+        email=subscriber.email,
+        name=subscriber.name,
+        attributes=subscriber.attributes or {},
+        suppressed=suppressed,
+        created_at=subscriber.created_at,
+        subscriptions=[
+            SubscriptionOut(
+                newsletter=s.newsletter.slug,
+                status=s.status,  # type: ignore[arg-type]
+                created_at=s.created_at,
+                confirmed_at=s.confirmed_at,
+                unsubscribed_at=s.unsubscribed_at,
+            )
+            for s in sorted(subscriber.subscriptions, key=lambda s: s.newsletter_id)
+        ],
+    )
+
+
+def get(session: Session, subscriber_id: int) -> Subscriber:
+    """The subscriber with this id, or NotFound."""
+    subscriber = repo.get(session, subscriber_id)
+    if subscriber is None:
+        raise NotFound(f"no subscriber {subscriber_id}")
+    return subscriber
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "id":
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Invalid("invalid cursor") from exc
+
+
+def list_page(
+    session: Session,
+    *,
+    newsletter: str | None = None,
+    status: str | None = None,
+    q: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> SubscriberPage:
+    """One page of subscribers in id order; `next_cursor` continues it."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit must be between 1 and {MAX_PAGE}")
+    allowed = ("pending", "active", "unsubscribed", "bounced", "complained", "manual")
+    if status is not None and status not in allowed:
+        raise Invalid(f"status must be one of {', '.join(allowed)}")
+    newsletter_id = newsletters.get_by_slug(session, newsletter).id if newsletter else None
+    after_id = _decode_cursor(cursor) if cursor else None
+    if q is not None and len(q) > 254:
+        raise Invalid("q is longer than 254 characters")
+    stmt = repo.page_query(
+        newsletter_id=newsletter_id, status=status, q=q, after_id=after_id, limit=limit + 1
+    )
+    rows = list(repo.list_page(session, stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    reasons = repo.suppression_reasons(session, [s.email_key for s in rows])
+    return SubscriberPage(
+        items=[to_out(session, s, reasons) for s in rows],
+        next_cursor=_encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+def set_status(
+    session: Session,
+    subscriber: Subscriber,
+    newsletter: Newsletter,
+    status: str,
+    actor: Actor,
+) -> Subscription:
+    """Put `subscriber` on `newsletter` with `status`, logging consent as it changes."""
+    sub = repo.subscription(session, subscriber.id, newsletter.id)
+    now = utcnow()
+    if sub is None:
+        sub = Subscription(
+            subscriber=subscriber, newsletter=newsletter, status=status, source=actor.source
+        )
+        session.add(sub)
+        action = {"pending": "signup", "active": "admin", "unsubscribed": "admin"}[status]
+    elif sub.status == status:
+        return sub
+    else:
+        action = {"pending": "signup", "active": "resubscribe", "unsubscribed": "unsubscribe"}[
+            status
+        ]
+        sub.status = status
+    if status == "active":
+        sub.confirmed_at = sub.confirmed_at or now
+        sub.unsubscribed_at = None
+    elif status == "unsubscribed":
+        sub.unsubscribed_at = now
+    session.flush()
+    repo.add_consent(
+        session,
+        ConsentEvent(
+            subscriber_id=subscriber.id,
+            newsletter_id=newsletter.id,
+            action=action,
+            source=actor.source,
+            ip=actor.ip,
+            user_agent=actor.user_agent,
+        ),
+    )
+    return sub
+
+
+def _apply_subscriptions(
+    session: Session, subscriber: Subscriber, items: list[SubscriptionIn], actor: Actor
+) -> None:
+    for item in items:
+        set_status(
+            session, subscriber, newsletters.get_by_slug(session, item.newsletter), item.status,
+            actor,
+        )
+
+
+def create(session: Session, data: SubscriberCreate, actor: Actor) -> Subscriber:
+    """A new subscriber from the editor API; Conflict if the address is known."""
+    email = normalise_email(data.email)
+    if repo.get_by_email_key(session, email_key(email)) is not None:
+        raise Conflict("a subscriber with this address exists already")
+    subscriber = Subscriber(
+        email=email,
+        email_key=email_key(email),
+        name=clean_text(data.name, field="name", max_length=MAX_NAME),
+        attributes=clean_attributes(data.attributes),
+    )
+    session.add(subscriber)
+    session.flush()
+    _apply_subscriptions(session, subscriber, data.subscriptions, actor)
+    session.flush()
+    return get(session, subscriber.id)
+
+
+def update(
+    session: Session, subscriber_id: int, data: SubscriberUpdate, actor: Actor
+) -> Subscriber:
+    """Change a subscriber's address, name, attributes or subscriptions."""
+    subscriber = get(session, subscriber_id)
+    if data.email is not None:
+        email = normalise_email(data.email)
+        other = repo.get_by_email_key(session, email_key(email))
+        if other is not None and other.id != subscriber.id:
+            raise Conflict("another subscriber has this address")
+        subscriber.email, subscriber.email_key = email, email_key(email)
+    if data.name is not None:
+        subscriber.name = clean_text(data.name, field="name", max_length=MAX_NAME)
+    if data.attributes is not None:
+        subscriber.attributes = clean_attributes(data.attributes)
+    if data.subscriptions is not None:
+        _apply_subscriptions(session, subscriber, data.subscriptions, actor)
+    session.flush()
+    session.expire(subscriber)
+    return get(session, subscriber.id)
+
+
+def delete_subscriber(session: Session, subscriber_id: int) -> None:
+    """Erase a subscriber, their subscriptions and consent log. A suppression stays: an address
+    that bounced or complained must not come back through a later import."""
+    subscriber = get(session, subscriber_id)
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
+
+
+def suppress(session: Session, address: str, reason: str, detail: str = "") -> None:
+    """Put an address on the suppression list (idempotent; the first reason stays)."""
+    key = email_key(normalise_email(address))
+    exists = session.scalars(select(Suppression.id).where(Suppression.email_key == key)).first()
+    if exists is None:
+        session.add(Suppression(email_key=key, reason=reason, detail=detail))
+        session.flush()
+
+
+def is_suppressed(session: Session, key: str) -> bool:
+    return bool(repo.suppression_reasons(session, [key]))

@@ -1,0 +1,77 @@
+"""Checks shared by every way data comes in: forms, JSON, CSV rows and the CLI."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from app.errors import Invalid
+
+MAX_EMAIL = 254
+MAX_NAME = 200
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_VALUE = 1000
+
+# Control characters (CR and LF among them) never belong in a name or a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def normalise_email(raw: str) -> str:
+    """A syntactically valid address in its normal form (domain lowercased, IDNA), or Invalid."""
+    if not isinstance(raw, str):
+        raise Invalid("email must be a string")
+    raw = raw.strip()
+    if not raw:
+        raise Invalid("email is required")
+    if len(raw) > MAX_EMAIL:
+        raise Invalid(f"email is longer than {MAX_EMAIL} characters")
+    if _CONTROL.search(raw):
+        raise Invalid("email contains control characters")
+    try:
+        result = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise Invalid(f"invalid email address: {exc}") from exc
+    return str(result.normalized)
+
+
+def email_key(email: str) -> str:
+    """The case-insensitive identity of an address."""
+    return email.lower()
+
+
+def clean_text(value: Any, *, field: str, max_length: int) -> str:
+    """A single-line text without control characters, trimmed, at most `max_length`."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string")
+    if _CONTROL.search(value):
+        raise Invalid(f"{field} must not contain line breaks or control characters")
+    value = value.strip()
+    if len(value) > max_length:
+        raise Invalid(f"{field} is longer than {max_length} characters")
+    return value
+
+
+def clean_attributes(value: Any) -> dict[str, Any]:
+    """Custom attributes: a flat object of short keys and scalar values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid("attributes must be an object")
+    if len(value) > MAX_ATTRIBUTES:
+        raise Invalid(f"at most {MAX_ATTRIBUTES} attributes")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        key = clean_text(key, field="attribute name", max_length=MAX_ATTRIBUTE_KEY)
+        if not key:
+            raise Invalid("attribute names must not be empty")
+        if isinstance(item, str):
+            item = clean_text(item, field=f"attribute {key!r}", max_length=MAX_ATTRIBUTE_VALUE)
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise Invalid(f"attribute {key!r} must be a string, number, boolean or null")
+        out[key] = item
+    return out

@@ -1,0 +1,1 @@
+"""Celery tasks. `worker` imports `app`; `app` only enqueues by task name."""
