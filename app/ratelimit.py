@@ -25,7 +25,7 @@ class RateCounter(Base):
 
 
 @lru_cache
-def _redis_client(url: str) -> redis.Redis:
+def _redis_client(url: str) -> redis.Redis[bytes]:
     return redis.Redis.from_url(url)
 
 

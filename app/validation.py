@@ -34,7 +34,8 @@ def normalise_email(raw: str) -> str:
         result = validate_email(raw, check_deliverability=False)
     except EmailNotValidError as exc:
         raise Invalid(f"invalid email address: {exc}") from exc
-    return str(result.normalized)
+    normalized: str = result.normalized
+    return normalized
 
 
 def email_key(email: str) -> str:
@@ -50,10 +51,10 @@ def clean_text(value: Any, *, field: str, max_length: int) -> str:
         raise Invalid(f"{field} must be a string")
     if _CONTROL.search(value):
         raise Invalid(f"{field} must not contain line breaks or control characters")
-    value = value.strip()
-    if len(value) > max_length:
+    text = str(value).strip()
+    if len(text) > max_length:
         raise Invalid(f"{field} is longer than {max_length} characters")
-    return value
+    return text
 
 
 def clean_attributes(value: Any) -> dict[str, Any]:

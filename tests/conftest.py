@@ -211,7 +211,7 @@ def clean_state(test_env: dict[str, str], smtp_server: tuple[int, Inbox]) -> Ite
         try:
             with get_engine().begin() as conn:
                 for table in TABLES:
-                    conn.execute(text(f"DELETE FROM {table}"))
+                    conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
             break
         except OperationalError:
             if attempt == 4:

@@ -6,6 +6,7 @@ persistent connections) or `maildir:///path` (each message a file, for the embed
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import queue
 import smtplib
@@ -159,10 +160,8 @@ def _text(raw: bytes | str) -> str:
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass
 
 
 def from_url(url: str) -> Transport:

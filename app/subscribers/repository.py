@@ -77,7 +77,7 @@ def page_query(
     q: str | None,
     after_id: int | None,
     limit: int,
-) -> Select[tuple[Subscriber]]:
+) -> Select[Subscriber]:
     """Subscribers in id order after `after_id`, filtered by newsletter, status and a search."""
     stmt = select(Subscriber).order_by(Subscriber.id).limit(limit)
     if after_id is not None:
@@ -111,5 +111,5 @@ def page_query(
     )
 
 
-def list_page(session: Session, stmt: Select[tuple[Subscriber]]) -> Sequence[Subscriber]:
+def list_page(session: Session, stmt: Select[Subscriber]) -> Sequence[Subscriber]:
     return session.scalars(stmt).all()

@@ -82,7 +82,7 @@ async def import_subscribers(
         report = await run_in_threadpool(
             csvio.import_csv,
             session,
-            spool,  # type: ignore[arg-type]
+            spool,
             newsletter=target,
             status=status,
             source=f"csv-import:{token.name}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -61,7 +60,7 @@ def to_out(
         subscriptions=[
             SubscriptionOut(
                 newsletter=s.newsletter.slug,
-                status=s.status,  # type: ignore[arg-type]
+                status=s.status,
                 created_at=s.created_at,
                 confirmed_at=s.confirmed_at,
                 unsubscribed_at=s.unsubscribed_at,
