@@ -1,0 +1,14 @@
+# One image for web, worker and scheduler; docker-compose.yml picks the command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /srv/missive
+COPY pyproject.toml ./
+COPY app ./app
+COPY worker ./worker
+COPY templates ./templates
+COPY migrations ./migrations
+COPY alembic.ini ./
+RUN pip install --no-cache-dir -e . && useradd --system --home /srv/missive missive
+USER missive
+EXPOSE 8000
+CMD ["missive", "serve", "--host", "0.0.0.0", "--port", "8000"]

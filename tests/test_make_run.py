@@ -1,0 +1,103 @@
+"""`make run` as a newcomer uses it: the embedded default, no server, in a fresh folder.
+
+The test starts `missive quickstart` (what `make run` runs) on a free port in a temporary
+folder, with none of the test suite's MISSIVE_* settings, signs up through the public form,
+confirms from the mail in the Maildir outbox, and sees the subscriber through the editor API.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_until
+
+
+@pytest.fixture
+def embedded(tmp_path: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIVE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "quickstart", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"make run exited early:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=60, what="the embedded server")
+        # The worker prints "ready." once it listens on the filesystem broker.
+        wait_until(lambda: "ready." in log.read_text(), timeout=30, what="the worker")
+        yield base, tmp_path, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _outbox(folder: Path) -> list[mailbox.MaildirMessage]:
+    path = folder / "var" / "outbox"
+    if not path.exists():
+        return []
+    box = mailbox.Maildir(str(path), create=False)
+    return sorted(box, key=lambda m: m.get_date())
+
+
+def test_make_run_serves_sign_up_confirm_and_api(embedded):
+    base, folder, log = embedded
+    output = log.read_text()
+    assert f"{base}/subscribe/alliance-digest" in output
+    assert str(folder / "var" / "outbox") in output
+    token = re.search(r"Editor token\s+(msv_\S+)", output).group(1)
+
+    form = httpx.get(f"{base}/subscribe/alliance-digest")
+    assert form.status_code == 200 and 'name="email"' in form.text
+
+    r = httpx.post(f"{base}/subscribe/alliance-digest",
+                   data={"email": "newcomer@example.org", "name": "New Comer"})
+    assert r.status_code == 200 and "Check your inbox" in r.text
+
+    wait_until(lambda: len(_outbox(folder)) >= 1, timeout=30, what="the confirmation mail")
+    mail = _outbox(folder)[0]
+    assert mail["To"] == "New Comer <newcomer@example.org>"
+    body = mail.get_payload()[0].get_payload(decode=True).decode()
+    link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", body).group(1)
+    assert link.startswith(base)
+
+    assert "Confirm your subscription" in httpx.get(link).text
+    assert "Subscription confirmed" in httpx.post(link).text
+    wait_until(lambda: len(_outbox(folder)) >= 2, timeout=30, what="the welcome mail")
+    assert _outbox(folder)[1]["Subject"] == "Welcome to Alliance Digest"
+
+    listed = httpx.get(f"{base}/api/v1/subscribers",
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    [item] = listed["items"]
+    assert item["email"] == "newcomer@example.org"
+    assert item["subscriptions"] == [
+        {**item["subscriptions"][0], "newsletter": "alliance-digest", "status": "active"}
+    ]
+    assert httpx.get(f"{base}/api/v1/subscribers").status_code == 401
+    assert (folder / "var" / "missive.db").exists()
+
