@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import ROLES, ApiToken, User
@@ -53,7 +53,8 @@ def create_user(session: Session, *, email: str, role: str = "editor") -> tuple[
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}")
     email = normalise_email(email)
-    if session.scalars(select(User).where(User.email == email)).first():
+    # Addresses are one account whatever their case.
+    if session.scalars(select(User).where(func.lower(User.email) == email.lower())).first():
         raise Conflict(f"a user {email} exists already")
     user = User(email=email, role=role)
     session.add(user)
