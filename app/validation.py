@@ -17,6 +17,9 @@ MAX_ATTRIBUTE_VALUE = 1000
 
 # Control characters (CR and LF among them) never belong in a name or a header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Longer text (a footer, an address) may have line breaks and tabs, never other controls:
+# PostgreSQL refuses NUL in text outright.
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def normalise_email(raw: str) -> str:
@@ -55,6 +58,19 @@ def clean_text(value: Any, *, field: str, max_length: int) -> str:
     if len(text) > max_length:
         raise Invalid(f"{field} is longer than {max_length} characters")
     return text
+
+
+def clean_multiline(value: Any, *, field: str, max_length: int) -> str:
+    """Text that may span lines (a footer, a postal address) but has no other control characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string")
+    if _CONTROL_MULTILINE.search(value):
+        raise Invalid(f"{field} must not contain control characters")
+    if len(value) > max_length:
+        raise Invalid(f"{field} is longer than {max_length} characters")
+    return value
 
 
 def clean_attributes(value: Any) -> dict[str, Any]:

@@ -12,13 +12,17 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, Invalid, NotFound
 from app.newsletters.models import Newsletter
 from app.newsletters.schemas import NewsletterCreate, NewsletterUpdate
-from app.validation import clean_text, normalise_email
+from app.validation import clean_multiline, clean_text, normalise_email
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Used with fullmatch: `$` would let a trailing newline through.
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 
 
 def get_by_slug(session: Session, slug: str) -> Newsletter:
     """The newsletter called `slug`, or NotFound."""
+    if not SLUG.fullmatch(slug):
+        # Not a slug any newsletter can have; a NUL byte in it would not even reach PostgreSQL.
+        raise NotFound(f"no newsletter {slug[:80]!r}")
     newsletter = session.scalars(select(Newsletter).where(Newsletter.slug == slug)).first()
     if newsletter is None:
         raise NotFound(f"no newsletter {slug!r}")
@@ -36,6 +40,9 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             out[key] = clean_text(out[key], field=key, max_length=200)
             if not out[key]:
                 raise Invalid(f"{key} must not be empty")
+    for key, limit in (("description", 2000), ("footer", 10000), ("postal_address", 1000)):
+        if key in out:
+            out[key] = clean_multiline(out[key], field=key, max_length=limit)
     if out.get("from_email") is not None:
         out["from_email"] = normalise_email(out["from_email"])
     if out.get("reply_to"):
@@ -45,7 +52,7 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
 
 def create(session: Session, data: NewsletterCreate) -> Newsletter:
     """A new newsletter; Conflict if the slug is taken."""
-    if not SLUG.match(data.slug):
+    if not SLUG.fullmatch(data.slug):
         raise Invalid("slug must be lowercase letters, digits and inner hyphens")
     if session.scalars(select(Newsletter.id).where(Newsletter.slug == data.slug)).first():
         raise Conflict(f"a newsletter {data.slug!r} exists already")
