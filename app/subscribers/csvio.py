@@ -197,11 +197,14 @@ def _store_batch(
                                 "attributes": merged, "updated_at": now})
     if changes:
         session.execute(update(Subscriber), changes)
-    ids = dict(
-        session.execute(
+    # Comprehensions, not dict(result): a Result has keys() (its column names), so dict()
+    # would take it for a mapping.
+    ids = {
+        key: sid
+        for key, sid in session.execute(
             select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
-        ).tuples()
-    )
+        )
+    }
     subs = {
         sid: (sub_id, sub_status)
         for sub_id, sid, sub_status in session.execute(
@@ -297,7 +300,7 @@ def export_rows(session: Session, *, newsletter: Newsletter | None) -> Iterator[
         return buf.getvalue()
 
     yield line(["email", "name", "status", "suppressed", "created_at", *columns])
-    slugs = dict(session.execute(select(Newsletter.id, Newsletter.slug)).tuples())
+    slugs = {nid: slug for nid, slug in session.execute(select(Newsletter.id, Newsletter.slug))}
     for chunk in session.scalars(base_query()).partitions():
         ids = [s.id for s in chunk]
         statuses: dict[int, list[tuple[int, str]]] = {}
@@ -306,13 +309,14 @@ def export_rows(session: Session, *, newsletter: Newsletter | None) -> Iterator[
             .where(Subscription.subscriber_id.in_(ids))
         ):
             statuses.setdefault(sid, []).append((nid, st))
-        suppressed = dict(
-            session.execute(
+        suppressed = {
+            key: reason
+            for key, reason in session.execute(
                 select(Suppression.email_key, Suppression.reason).where(
                     Suppression.email_key.in_([s.email_key for s in chunk])
                 )
-            ).tuples()
-        )
+            )
+        }
         for s in chunk:
             subs = statuses.get(s.id, [])
             if newsletter is not None:
