@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.errors import Invalid
 
@@ -73,6 +75,23 @@ def clean_multiline(value: Any, *, field: str, max_length: int) -> str:
     return value
 
 
+def reject_non_finite(value: Any) -> Any:
+    """`value` unchanged, or Invalid if a NaN or an infinity hides anywhere in it.
+
+    JSON has neither, but Python's parser reads `NaN`, `Infinity` and `1e999`: stored, they
+    break PostgreSQL's JSON; echoed in a validation error, they break the response itself.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Invalid("numbers must be finite (JSON has no NaN or Infinity)")
+    if isinstance(value, dict):
+        for item in value.values():
+            reject_non_finite(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reject_non_finite(item)
+    return value
+
+
 def clean_attributes(value: Any) -> dict[str, Any]:
     """Custom attributes: a flat object of short keys and scalar values."""
     if value is None:
@@ -90,5 +109,22 @@ def clean_attributes(value: Any) -> dict[str, Any]:
             item = clean_text(item, field=f"attribute {key!r}", max_length=MAX_ATTRIBUTE_VALUE)
         elif item is not None and not isinstance(item, bool | int | float):
             raise Invalid(f"attribute {key!r} must be a string, number, boolean or null")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Invalid(f"attribute {key!r} must be a finite number")
         out[key] = item
     return out
+
+
+class JsonInput(BaseModel):
+    """Base of the JSON bodies the API takes: unknown fields and non-finite numbers refused.
+
+    The NaN check runs before field validation, so that no error echoing a NaN back (which
+    cannot be written as JSON, and would be a 500) is ever raised.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers_only(cls, data: Any) -> Any:
+        return reject_non_finite(data)

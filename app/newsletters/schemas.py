@@ -3,13 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
+
+from app.validation import JsonInput
 
 Cadence = Literal["biweekly", "weekly", "monthly", "none"]
 
 
-class NewsletterBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewsletterBase(JsonInput):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     from_name: str = Field(min_length=1, max_length=200)
@@ -25,8 +26,7 @@ class NewsletterCreate(NewsletterBase):
     slug: str = Field(min_length=1, max_length=64)
 
 
-class NewsletterUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewsletterUpdate(JsonInput):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     from_name: str | None = Field(default=None, min_length=1, max_length=200)

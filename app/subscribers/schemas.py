@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from app.validation import JsonInput
 
 Status = Literal["pending", "active", "unsubscribed"]
 
@@ -31,22 +33,19 @@ class SubscriberPage(BaseModel):
     next_cursor: str | None
 
 
-class SubscriptionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubscriptionIn(JsonInput):
     newsletter: str
     status: Status = "active"
 
 
-class SubscriberCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubscriberCreate(JsonInput):
     email: str = Field(max_length=254)
     name: str = Field(default="", max_length=200)
     attributes: dict[str, Any] = Field(default_factory=dict)
     subscriptions: list[SubscriptionIn] = Field(default_factory=list, max_length=100)
 
 
-class SubscriberUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubscriberUpdate(JsonInput):
     email: str | None = Field(default=None, max_length=254)
     name: str | None = Field(default=None, max_length=200)
     attributes: dict[str, Any] | None = None
