@@ -16,6 +16,7 @@ MAX_NAME = 200
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_KEY = 64
 MAX_ATTRIBUTE_VALUE = 1000
+RESERVED_ATTRIBUTES = ("email", "name", "status", "suppressed", "created_at")
 
 # Control characters (CR and LF among them) never belong in a name or a header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -105,6 +106,9 @@ def clean_attributes(value: Any) -> dict[str, Any]:
         key = clean_text(key, field="attribute name", max_length=MAX_ATTRIBUTE_KEY)
         if not key:
             raise Invalid("attribute names must not be empty")
+        if key.lower() in RESERVED_ATTRIBUTES:
+            # A CSV export has columns of these names already.
+            raise Invalid(f"attribute name {key!r} is reserved")
         if isinstance(item, str):
             item = clean_text(item, field=f"attribute {key!r}", max_length=MAX_ATTRIBUTE_VALUE)
         elif item is not None and not isinstance(item, bool | int | float):

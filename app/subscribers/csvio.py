@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -17,6 +18,8 @@ from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 from app.validation import (
+    MAX_ATTRIBUTE_KEY,
+    MAX_ATTRIBUTES,
     MAX_NAME,
     clean_attributes,
     clean_text,
@@ -62,14 +65,44 @@ class _Row:
     attributes: dict[str, Any]
 
 
-def _parse(line: int, cells: dict[str, str | None]) -> _Row:
+# Columns an export writes that describe a subscriber rather than come from the editor: an
+# exported file re-imports as it is, and they do not turn into attributes.
+EXPORT_ONLY = ("status", "suppressed", "created_at")
+# Bytes that are not UTF-8 survive decoding as these (surrogateescape) until a row reports them.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+NOT_UTF8 = "not UTF-8 text: save the file as UTF-8 (CSV UTF-8 in a spreadsheet)"
+
+
+def _restore(cell: str) -> str:
+    """Undo `neutralise`, so that an exported cell comes back as it was."""
+    if cell[:1] == "'" and cell[1:2] and cell[1] in FORMULA_START:
+        return cell[1:]
+    return cell
+
+
+def _parse(line: int, cells: dict[str, str]) -> _Row:
     email = normalise_email(cells.get("email") or "")
     raw_name = cells.get("name")
     name = clean_text(raw_name, field="name", max_length=MAX_NAME) if raw_name else None
     attrs = clean_attributes(
-        {k: v for k, v in cells.items() if k not in ("email", "name") and v not in (None, "")}
+        {k: v for k, v in cells.items() if k not in ("email", "name", *EXPORT_ONLY) and v != ""}
     )
     return _Row(line=line, email=email, key=email_key(email), name=name, attributes=attrs)
+
+
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """The file's lines, split at LF only, as an editor and `wc -l` count them.
+
+    A CR inside a quoted cell stays part of that cell rather than starting a line, so that the
+    line numbers in the report are the ones the editor sees. One `readline` at a time: the file
+    is never read whole.
+    """
+    first = True
+    while raw := stream.readline():
+        text = raw.decode("utf-8", errors="surrogateescape")
+        if first:
+            text, first = text.removeprefix("\ufeff"), False
+        yield text
 
 
 def _read_header(reader: Iterator[list[str]]) -> list[str]:
@@ -78,47 +111,66 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
     except StopIteration as exc:
         raise Invalid("the CSV is empty: it needs a header line with an 'email' column") from exc
     except csv.Error as exc:
-        raise Invalid(f"line 1: {exc}") from exc
-    names = [h.strip().lower() if h.strip().lower() in ("email", "name") else h.strip()
-             for h in header]
+        raise Invalid(f"line 1: not valid CSV: {exc}") from exc
+    if any(_NOT_UTF8.search(h) for h in header):
+        raise Invalid(f"line 1: {NOT_UTF8}")
+    names = []
+    for cell in header:
+        cell = _restore(cell).strip()
+        known = cell.lower() in ("email", "name", *EXPORT_ONLY)
+        names.append(cell.lower() if known else cell)
     if "email" not in names:
         raise Invalid("the CSV header must have an 'email' column")
     if len(set(names)) != len(names):
         raise Invalid("the CSV header names a column twice")
     if any(not n for n in names):
         raise Invalid("the CSV header has an empty column name")
+    # Checked once here rather than failing every row the same way.
+    attributes = [n for n in names if n not in ("email", "name", *EXPORT_ONLY)]
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise Invalid(f"at most {MAX_ATTRIBUTES} attribute columns (the header has "
+                      f"{len(attributes)})")
+    for n in attributes:
+        clean_text(n, field=f"the CSV header: column name {n[:40]!r}",
+                   max_length=MAX_ATTRIBUTE_KEY)
     return names
 
 
-def _batches(
-    text: IO[str], report: ImportReport
-) -> Iterator[list[_Row]]:
-    reader = csv.reader(text, strict=True)
+def _batches(stream: IO[bytes], report: ImportReport) -> Iterator[list[_Row]]:
+    reader = csv.reader(_lines(stream), strict=True)
     header = _read_header(reader)
     batch: dict[str, _Row] = {}
     while True:
+        # Where this row starts; a quoted cell may carry it over several lines.
+        line = reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            report.error(reader.line_num, f"not valid CSV: {exc}")
+            report.error(line, f"not valid CSV: {exc}")
             continue
-        except UnicodeDecodeError:
-            report.error(reader.line_num + 1, "not UTF-8 text; the import stopped here")
-            break
-        line = reader.line_num
         if not any(c.strip() for c in cells):
+            continue
+        if any(_NOT_UTF8.search(c) for c in cells):
+            report.error(line, NOT_UTF8)
             continue
         if len(cells) > len(header):
             report.error(line, f"{len(cells)} cells but the header has {len(header)} columns")
             continue
         try:
-            row = _parse(line, dict(zip(header, cells, strict=False)))
+            row = _parse(line, {h: _restore(c) for h, c in zip(header, cells, strict=False)})
         except AppError as exc:
             report.error(line, str(exc.detail))
             continue
-        # A later row for the same address wins within a batch.
+        earlier = batch.get(row.key)
+        if earlier is not None:
+            # The same address twice in a batch: one subscriber, the later cells winning, as
+            # they would over an address stored by an earlier batch.
+            report.updated += 1
+            row = _Row(line=row.line, email=earlier.email, key=row.key,
+                       name=row.name if row.name is not None else earlier.name,
+                       attributes={**earlier.attributes, **row.attributes})
         batch[row.key] = row
         if len(batch) >= BATCH:
             yield list(batch.values())
@@ -139,16 +191,19 @@ def import_csv(
 ) -> ImportReport:
     """Import subscribers from a CSV byte stream (header `email,name,…`) onto `newsletter`.
 
-    Re-importing an address updates it; empty cells leave stored values alone. An existing
-    subscription is never moved out of `unsubscribed`: a reader who said stop stays stopped.
+    Further columns become attributes, except the ones only an export writes (`status`,
+    `suppressed`, `created_at`), which are ignored so that an exported file re-imports as it
+    is; a cell the export neutralised (`'=…`) is read back as it was. Re-importing an address
+    updates it; empty cells leave stored values alone. An existing subscription is never
+    moved out of `unsubscribed`: a reader who said stop stays stopped. A row that fails is
+    reported with the line it starts on and the rest go in.
     `checkpoint` is called after each batch (the caller commits there); `progress` gets the
     number of bytes read so far.
     """
     if status not in ("active", "pending"):
         raise Invalid("status must be 'active' or 'pending'")
     report = ImportReport()
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    for batch in _batches(text, report):
+    for batch in _batches(stream, report):
         _store_batch(session, batch, newsletter, status, source, report)
         if checkpoint:
             checkpoint()

@@ -305,6 +305,8 @@ BAD_CREATE = [
     {"attributes": {"city": "v" * 1001}},
     {"attributes": {"city": "nul\x00"}},
     {"attributes": {f"a{i}": i for i in range(51)}},
+    {"attributes": {"Status": "x"}},  # reserved: a column of the CSV export
+    {"attributes": {"email": "x"}},
     {"subscriptions": [{"newsletter": "alliance-digest", "status": "bounced"}]},
     {"subscriptions": "alliance-digest"},
     {"subscriptions": [{"newsletter": "\x00"}]},
