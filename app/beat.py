@@ -1,4 +1,9 @@
-"""`missive beat`: the one scheduler process. Housekeeping for now; scheduled sends join it."""
+"""`missive beat`: the scheduler. Starts scheduled sends, re-kicks stalled ones, tidies up.
+
+Schedules live in the database (a send's `scheduled_at`), not in long-ETA Celery tasks, which
+Redis would redeliver after its visibility timeout. Running two beats is harmless: each job
+locks what it takes.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,16 @@ log = logging.getLogger("missive.beat")
 
 def tick() -> None:
     """One round of periodic work; each job in its own transaction."""
+    from app.sending import service as sending
+
+    with session_scope() as session:
+        started = sending.start_due(session)
+    if started:
+        log.info("started scheduled sends %s", started)
+    with session_scope() as session:
+        kicked = sending.rekick_stalled(session)
+    if kicked:
+        log.info("re-kicked stalled sends %s", kicked)
     with session_scope() as session:
         purged = ratelimit.purge_expired(session)
     if purged:

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     confirm_resend_minutes: int = Field(default=15, ge=0)
     max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
 
+    # Sending. A worker claims `send_batch` ledger rows at a time and hands them to SMTP in
+    # windows of `send_window` (the most that can be left `unknown` if it is killed).
+    send_batch: int = Field(default=500, ge=1, le=10000)
+    send_window: int = Field(default=64, ge=1, le=1000)
+    send_lease_seconds: int = Field(default=120, ge=2)
+    send_max_attempts: int = Field(default=5, ge=1)
+    send_retry_seconds: int = Field(default=60, ge=1)
+    send_pause_after_failures: int = Field(default=200, ge=1)
+    send_max_outage_seconds: int = Field(default=900, ge=1)
+    send_drain_tasks: int = Field(default=8, ge=1, le=256)
+    send_rekick_seconds: int = Field(default=60, ge=1)
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         self.var_dir = self.var_dir.expanduser().resolve()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from app import models  # noqa: F401  (every table registered before the first query)
 from app.config import get_settings
 from app.errors import AppError
+from app.issues.archive import router as archive_router
+from app.issues.router import router as issues_router
 from app.newsletters.router import router as newsletters_router
+from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
-from app.web import pages
+from app.web import TEMPLATES_DIR, pages
 
 
 def _wants_html(request: Request) -> bool:
@@ -43,6 +47,12 @@ def create_app() -> FastAPI:
     app.include_router(newsletters_router)
     app.include_router(subscribers_router)
     app.include_router(signup_router)
+    app.include_router(issues_router)
+    app.include_router(archive_router)
+    app.include_router(sending_router)
+    # Images and PDFs an issue links to when they live on this server (the sample issue's).
+    app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
+              name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -2,16 +2,21 @@
 
 from app.auth.models import ApiToken, User
 from app.db import Base
+from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.ratelimit import RateCounter
+from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 
 __all__ = [
     "ApiToken",
     "Base",
     "ConsentEvent",
+    "Delivery",
+    "Issue",
     "Newsletter",
     "RateCounter",
+    "Send",
     "Subscriber",
     "Subscription",
     "Suppression",

@@ -25,7 +25,7 @@ class RateCounter(Base):
 
 
 @lru_cache
-def _redis_client(url: str) -> redis.Redis[bytes]:
+def redis_client(url: str) -> redis.Redis[bytes]:
     return redis.Redis.from_url(url)
 
 
@@ -39,7 +39,7 @@ def hit(key: str, *, limit: int, per_seconds: int) -> bool:
     window = int(time.time()) // per_seconds
     settings = get_settings()
     if settings.redis_url:
-        client = _redis_client(settings.redis_url)
+        client = redis_client(settings.redis_url)
         rkey = f"{settings.redis_prefix}rl:{digest}:{window}"
         pipe = client.pipeline()
         pipe.incr(rkey)

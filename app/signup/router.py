@@ -170,32 +170,55 @@ def confirm(token: str, request: Request, session: SessionDep) -> Response:
         "Subscription confirmed", "Thank you. A welcome note is on its way to your inbox."))
 
 
-_UNSUB_PAGES = {
-    Outcome.INVALID: ("This link is not valid", "Copy the whole link from the email, or reply "
-                      "to the newsletter and we will take you off the list.", 404),
-    Outcome.ALREADY: ("You are unsubscribed", "You will not receive this newsletter again.",
-                      200),
-}
+_UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email, or reply to "
+                  "the newsletter and we will take you off the list.")
+
+
+def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str
+                ) -> Response:
+    if view.outcome is Outcome.INVALID:
+        title, message = _UNSUB_INVALID
+        return pages().TemplateResponse(
+            request, "message.html", {"newsletter": None, "title": title, "message": message},
+            status_code=404,
+        )
+    return pages().TemplateResponse(
+        request, "unsubscribe.html",
+        {"newsletter": view.newsletter, "token": token, "state": state},
+    )
 
 
 @router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     view = service.check_unsubscribe(session, token)
-    if view.outcome is not Outcome.CONFIRMED:
-        return _token_page(request, view, _UNSUB_PAGES, ("", ""))
-    return pages().TemplateResponse(
-        request, "unsubscribe.html", {"newsletter": view.newsletter, "token": token}
-    )
+    state = "done" if view.outcome is Outcome.ALREADY else "ask"
+    return _unsub_page(request, token, view, state=state)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
     # Also the RFC 8058 one-click POST: no cookie, no CSRF token, answered 200 with no redirect.
     view = service.unsubscribe(session, token, _actor(request, "unsubscribe-link"))
-    if view.outcome is Outcome.INVALID:
-        return _token_page(request, view, _UNSUB_PAGES, ("", ""))
-    return _token_page(request, service.TokenView(Outcome.ALREADY, view.newsletter),
-                       _UNSUB_PAGES, ("", ""))
+    return _unsub_page(request, token, view, state="done")
+
+
+@router.post("/u/{token}/undo", response_class=HTMLResponse)
+def resubscribe(token: str, request: Request, session: SessionDep) -> Response:
+    view = service.resubscribe(session, token, _actor(request, "unsubscribe-undo"))
+    if view.outcome is Outcome.STALE:
+        return pages().TemplateResponse(
+            request, "message.html",
+            {"newsletter": view.newsletter, "title": "We cannot mail this address",
+             "message": "Mail to this address was refused before, so it stays off the list."},
+            status_code=409,
+        )
+    return _unsub_page(request, token, view, state="undone")
+
+
+@router.post("/u/{token}/all", response_class=HTMLResponse)
+def unsubscribe_all(token: str, request: Request, session: SessionDep) -> Response:
+    view = service.unsubscribe_everywhere(session, token, _actor(request, "unsubscribe-all"))
+    return _unsub_page(request, token, view, state="all")
 
 
 def not_found_page(request: Request, exc: NotFound) -> Response:

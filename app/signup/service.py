@@ -40,7 +40,12 @@ def confirm_token(sub: Subscription) -> str:
 
 
 def unsubscribe_token(sub: Subscription) -> str:
-    return sign("unsubscribe", {"s": sub.id, "a": _fingerprint(sub.subscriber.email_key)})
+    return unsubscribe_token_for(sub.id, sub.subscriber.email_key)
+
+
+def unsubscribe_token_for(subscription_id: int, email_key: str) -> str:
+    """The unsubscribe token from bare ids, for the send loop (no ORM objects per reader)."""
+    return sign("unsubscribe", {"s": subscription_id, "a": _fingerprint(email_key)})
 
 
 def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tuple[
@@ -196,6 +201,33 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
         return view
     set_status(session, sub.subscriber, sub.newsletter, "unsubscribed", actor)
     return view
+
+
+def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
+    """Undo an unsubscribe from its own link (the reader changed their mind at once)."""
+    try:
+        sub, _ = _load(session, "unsubscribe", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
+    if is_suppressed(session, sub.subscriber.email_key):
+        view.outcome = Outcome.STALE
+        return view
+    if sub.status != "active":
+        set_status(session, sub.subscriber, sub.newsletter, "active", actor)
+    return view
+
+
+def unsubscribe_everywhere(session: Session, token: str, actor: Actor) -> TokenView:
+    """Leave every newsletter this reader is on."""
+    try:
+        sub, _ = _load(session, "unsubscribe", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.INVALID)
+    for other in list(sub.subscriber.subscriptions):
+        if other.status != "unsubscribed":
+            set_status(session, sub.subscriber, other.newsletter, "unsubscribed", actor)
+    return TokenView(Outcome.ALREADY, sub.newsletter, sub.subscriber.email)
 
 
 # --- mails, sent by worker tasks -------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""End-to-end send benchmark: N readers, M worker processes, PostgreSQL + Redis, smtp-sink.
+
+    .venv/bin/python bench/send.py                     # 100,000 readers, 2 workers
+    .venv/bin/python bench/send.py -n 1000000 -m 2     # a million
+    .venv/bin/python bench/send.py -n 10000 --pool 2   # SMTP connections per worker
+
+It creates its own database (missive_bench_<random>, dropped at the end), loads the readers
+with COPY, starts Postfix's smtp-sink on a free loopback port and the workers, triggers the send
+and waits until the last ledger row is recorded. It prints messages per second from trigger to
+last row, the audience snapshot time, and each worker's peak memory (VmHWM). Needs smtp-sink
+(Debian package postfix) and the PostgreSQL and Redis of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_kib(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM), in KiB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", "--readers", type=int, default=100_000)
+    parser.add_argument("-m", "--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--pool", type=int, default=2, help="SMTP connections per worker")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--pg", default="postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+
+    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(sink_bin).exists():
+        print("smtp-sink is missing: install Debian's postfix (apt-get install -y postfix)",
+              file=sys.stderr)
+        return 2
+
+    import psycopg
+
+    run = secrets.token_hex(4)
+    dbname = f"missive_bench_{run}"
+    user, _, hostport = args.pg.partition("@")
+    host, _, port = hostport.partition(":")
+    admin = psycopg.connect(host=host, port=int(port), user=user, dbname="postgres",
+                            autocommit=True)
+    admin.execute(f'CREATE DATABASE "{dbname}"')
+    sink_port = free_port()
+    var = Path(tempfile.mkdtemp(prefix="missive-bench-"))
+    env = {
+        **os.environ,
+        "MISSIVE_DATABASE_URL": f"postgresql+psycopg://{user}@{host}:{port}/{dbname}",
+        "MISSIVE_SECRET_KEY": secrets.token_urlsafe(32),
+        "MISSIVE_REDIS_URL": args.redis,
+        "MISSIVE_BROKER_URL": args.redis,
+        "MISSIVE_REDIS_PREFIX": f"missive-bench-{run}:",
+        "MISSIVE_MAIL_URL": f"smtp://127.0.0.1:{sink_port}?pool={args.pool}",
+        "MISSIVE_BASE_URL": "https://news.example.org",
+        "MISSIVE_BOUNCE_ADDRESS": "bounces@news.example.org",
+        "MISSIVE_VAR_DIR": str(var),
+        "MISSIVE_SEND_BATCH": str(args.batch),
+        "MISSIVE_SEND_WINDOW": str(args.window),
+        "MISSIVE_SEND_DRAIN_TASKS": str(args.workers * 2),
+    }
+    os.environ.update(env)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        from sqlalchemy import select
+
+        from app import demo
+        from app.cli import _upgrade
+        from app.db import session_scope
+        from app.issues.models import Issue
+        from app.newsletters.models import Newsletter
+        from app.sending import service as sending
+
+        _upgrade()
+        with session_scope() as session:
+            demo.load(session)
+            newsletter_id = session.scalar(select(Newsletter.id))
+            issue_id = session.scalar(select(Issue.id).order_by(Issue.id))
+        t0 = time.perf_counter()
+        with psycopg.connect(host=host, port=int(port), user=user, dbname=dbname) as conn:
+            with conn.cursor().copy(
+                "COPY subscribers (email, email_key, name, attributes, created_at, updated_at)"
+                " FROM STDIN"
+            ) as copy:
+                for i in range(args.readers):
+                    address = f"reader{i:07d}@example.org"
+                    copy.write_row((address, address, f"Reader {i}", "{}", "now", "now"))
+            conn.execute(
+                "INSERT INTO subscriptions (subscriber_id, newsletter_id, status, source, "
+                "created_at, confirmed_at) SELECT id, %s, 'active', 'bench', now(), now() "
+                "FROM subscribers", (newsletter_id,))
+            conn.execute("ANALYZE")
+        print(f"loaded {args.readers:,} readers in {time.perf_counter() - t0:.1f}s")
+
+        procs.append(subprocess.Popen(
+            [sink_bin, "-4", "-u", "postfix", f"127.0.0.1:{sink_port}", "1000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        workers = []
+        for i in range(args.workers):
+            log = (var / f"worker-{i}.log").open("wb")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append(proc)
+            workers.append(proc)
+        deadline = time.monotonic() + 60
+        while sum(b"ready." in (var / f"worker-{i}.log").read_bytes()
+                  for i in range(args.workers)) < args.workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not start; see " + str(var))
+            time.sleep(0.2)
+
+        started = time.perf_counter()
+        with session_scope() as session:
+            send = sending.schedule(session, issue_id, at=None, next_cadence_slot=False,
+                                    actor="bench")
+            send_id = send.id
+        triggered = time.perf_counter() - started
+        peaks: dict[int, int] = {}
+        while True:
+            for proc in workers:
+                for pid in [proc.pid, *descendants(proc.pid)]:
+                    peaks[pid] = max(peaks.get(pid, 0), peak_kib(pid))
+            with session_scope() as session:
+                report = sending.report(session, sending.get(session, send_id))
+            if report["status"] != "running":
+                break
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - started
+        done = report["sent"] + report["failed"] + report["skipped"]
+        out = io.StringIO()
+        out.write(f"readers              {args.readers:,}\n")
+        out.write(f"workers × SMTP conns {args.workers} × {args.pool}\n")
+        out.write(f"status               {report['status']}  sent {report['sent']:,}  "
+                  f"failed {report['failed']:,}  unknown {report['unknown']:,}\n")
+        out.write(f"audience snapshot    {report['snapshot_seconds']:.2f}s "
+                  f"(trigger call {triggered:.2f}s)\n")
+        out.write(f"end to end           {elapsed:.1f}s  →  {done / elapsed:,.0f} messages/s\n")
+        worker_peaks = sorted(peaks.values(), reverse=True)
+        out.write("worker peak memory   " + ", ".join(f"{k / 1024:.0f} MiB"
+                                                       for k in worker_peaks if k) + "\n")
+        print(out.getvalue(), end="")
+        return 0 if report["status"] == "done" else 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        from app.db import get_engine
+
+        get_engine().dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        shutil.rmtree(var, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
