@@ -194,7 +194,7 @@ def _reset_caches() -> None:
 
 
 TABLES = ("consent_events", "subscriptions", "suppressions", "subscribers", "api_tokens",
-          "users", "newsletters", "rate_counters")
+          "users", "issues", "newsletters", "rate_counters")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,1 @@
+"""Issues: the digest written as data, rendered into email, previewed and archived."""
