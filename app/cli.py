@@ -28,11 +28,13 @@ token_app = typer.Typer(help="Editor API tokens.", no_args_is_help=True)
 user_app = typer.Typer(help="Editor accounts.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Bulk subscriber import and export.", no_args_is_help=True)
 demo_app = typer.Typer(help="Sample content.", no_args_is_help=True)
+issue_app = typer.Typer(help="Issues, written as YAML or JSON.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(demo_app, name="demo")
+app.add_typer(issue_app, name="issue")
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -286,6 +288,33 @@ def subscribers_export(
         finally:
             if output:
                 fh.close()
+
+
+# --- issues ----------------------------------------------------------------------------------
+
+
+@issue_app.command("create")
+@friendly
+def issue_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                         help="FILE.yaml or FILE.json")],
+    replace: Annotated[bool, typer.Option(
+        help="rewrite the draft with the same volume and number instead of failing")] = False,
+) -> None:
+    """Create a draft issue from a file; print its preview link and the pre-send checks."""
+    from app.db import session_scope
+    from app.issues import service as issues
+
+    kind = issues.document_kind(file.name)
+    with session_scope() as session:
+        try:
+            issue, created = issues.load(
+                session, issues.parse_document(file.read_bytes(), kind=kind), replace=replace)
+        except issues.IssueInvalid as exc:
+            fail(f"{file}: {exc.summary()}")
+            return
+        report = issues.load_report(issue, created=created)
+    typer.echo(report)
 
 
 @demo_app.command("load")
