@@ -1,6 +1,9 @@
-"""The sample newsletter `make run` loads, so a newcomer has something to sign up to."""
+"""The sample newsletter and issue `make run` loads, so a newcomer has something to sign up to
+and an issue to preview."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -8,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.newsletters.models import Newsletter
 
 SLUG = "alliance-digest"
+SAMPLE_ISSUE = Path(__file__).resolve().parent.parent / "samples" / "alliance-digest-2.22.yaml"
 
 
 def load(session: Session) -> Newsletter:
@@ -34,4 +38,15 @@ def load(session: Session) -> Newsletter:
         )
         session.add(newsletter)
         session.flush()
+    load_sample_issue(session, newsletter)
     return newsletter
+
+
+def load_sample_issue(session: Session, newsletter: Newsletter) -> None:
+    """Create the sample issue (a draft, Vol 2.22) unless that number exists."""
+    from app.issues import repository as issues_repo
+    from app.issues import service as issues
+
+    data = issues.parse_document(SAMPLE_ISSUE.read_bytes(), kind="yaml")
+    if issues_repo.by_number(session, newsletter.id, data["volume"], data["number"]) is None:
+        issues.create(session, data)
