@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint
+	@# The browser tests drive Debian's Chromium (Playwright's own download is not used).
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium; }
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
