@@ -317,6 +317,48 @@ def issue_create(
     typer.echo(report)
 
 
+@issue_app.command("send")
+@friendly
+def issue_send(
+    issue_id: Annotated[int, typer.Argument(min=1, max=2**31 - 1)],
+    test_to: Annotated[list[str] | None, typer.Option(
+        "--test-to", help="only these addresses; no ledger is touched")] = None,
+    at: Annotated[str | None, typer.Option(help="ISO time with zone, e.g. 2026-12-01T08:00Z")]
+    = None,
+    next_slot: Annotated[bool, typer.Option(help="at the newsletter's next cadence slot")]
+    = False,
+) -> None:
+    """Send an issue now, at a time, at the next slot, or as a test to a few addresses."""
+    from datetime import datetime
+
+    from app.db import session_scope
+    from app.sending import service as sending
+
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            fail(f"--at {at!r} is not an ISO time such as 2026-12-01T08:00:00+00:00")
+            return
+        if when.tzinfo is None:
+            fail("--at needs a time zone, e.g. 2026-12-01T08:00:00Z")
+            return
+    with session_scope() as session:
+        if test_to:
+            result = sending.test_send(session, issue_id, test_to)
+            message = f"test copies of issue {issue_id} queued for {', '.join(result['test_to'])}"
+        else:
+            send = sending.schedule(session, issue_id, at=when, next_cadence_slot=next_slot,
+                                    actor="cli")
+            report = sending.report(session, send)
+            message = (f"send {send.id} of issue {issue_id}: {report['status']}, "
+                       f"{report['total']} readers" if report["status"] == "running" else
+                       f"send {send.id} of issue {issue_id} scheduled for "
+                       f"{send.scheduled_at.isoformat()}")
+    typer.echo(message)
+
+
 @demo_app.command("load")
 @friendly
 def demo_load() -> None:
