@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -185,6 +186,16 @@ def _apply_subscriptions(
         )
 
 
+def _flush_address(session: Session, subscriber: Subscriber, conflict: str) -> None:
+    # The check before this one cannot see a transaction that is storing the same address
+    # right now; the unique index can. A savepoint turns that into a Conflict, not a 500.
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc
+
+
 def create(session: Session, data: SubscriberCreate, actor: Actor) -> Subscriber:
     """A new subscriber from the editor API; Conflict if the address is known."""
     email = normalise_email(data.email)
@@ -196,8 +207,7 @@ def create(session: Session, data: SubscriberCreate, actor: Actor) -> Subscriber
         name=clean_text(data.name, field="name", max_length=MAX_NAME),
         attributes=clean_attributes(data.attributes),
     )
-    session.add(subscriber)
-    session.flush()
+    _flush_address(session, subscriber, "a subscriber with this address exists already")
     _apply_subscriptions(session, subscriber, data.subscriptions, actor)
     session.flush()
     return get(session, subscriber.id)
@@ -214,6 +224,7 @@ def update(
         if other is not None and other.id != subscriber.id:
             raise Conflict("another subscriber has this address")
         subscriber.email, subscriber.email_key = email, email_key(email)
+        _flush_address(session, subscriber, "another subscriber has this address")
     if data.name is not None:
         subscriber.name = clean_text(data.name, field="name", max_length=MAX_NAME)
     if data.attributes is not None:

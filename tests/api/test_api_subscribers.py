@@ -385,3 +385,48 @@ def test_an_id_that_cannot_be_a_subscriber_is_a_4xx(client, auth, add_subscriber
 def test_huge_id_is_422_and_unknown_id_is_404(client, auth, newsletter):
     assert client.get("/api/v1/subscribers/99999999999999", headers=auth).status_code == 422
     assert client.get("/api/v1/subscribers/2147483647", headers=auth).status_code == 404
+
+
+def test_two_editors_adding_one_address_at_once_get_one_subscriber_and_a_409(newsletter, db):
+    """The second request's check cannot see the first's uncommitted row; the index can."""
+    import threading
+
+    from sqlalchemy import text
+
+    from app.db import get_sessionmaker, session_scope
+    from app.errors import Conflict
+    from app.subscribers import service
+    from app.subscribers.schemas import SubscriberCreate
+    from tests.conftest import wait_until
+
+    first = get_sessionmaker()()
+    outcome: dict[str, str] = {}
+
+    def second() -> None:
+        try:
+            with session_scope() as session:
+                service.create(session, SubscriberCreate(email="Race@example.org"),
+                               service.Actor("api:second"))
+            outcome["second"] = "created"
+        except Conflict as exc:
+            outcome["second"] = f"409 {exc.detail}"
+        except Exception as exc:  # a 500 in the API
+            outcome["second"] = repr(exc)
+
+    try:
+        service.create(first, SubscriberCreate(email="race@example.org", name="First"),
+                       service.Actor("api:first"))
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second insert waits on the first's row in the unique index.
+        wait_until(lambda: db.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")), what="the second insert to wait")
+        first.commit()
+    finally:
+        first.close()
+    thread.join(15)
+    assert outcome == {"second": "409 a subscriber with this address exists already"}
+    db.expire_all()
+    assert [(s.email, s.name) for s in db.scalars(select(Subscriber))] == [
+        ("race@example.org", "First")]
