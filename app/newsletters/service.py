@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, Invalid, NotFound
@@ -57,8 +58,12 @@ def create(session: Session, data: NewsletterCreate) -> Newsletter:
     if session.scalars(select(Newsletter.id).where(Newsletter.slug == data.slug)).first():
         raise Conflict(f"a newsletter {data.slug!r} exists already")
     newsletter = Newsletter(**_clean(data.model_dump()))
-    session.add(newsletter)
-    session.flush()
+    try:
+        # A savepoint: a create of the same slug committing meanwhile is a Conflict, not a 500.
+        with session.begin_nested():
+            session.add(newsletter)
+    except IntegrityError as exc:
+        raise Conflict(f"a newsletter {data.slug!r} exists already") from exc
     return newsletter
 
 

@@ -150,3 +150,43 @@ def test_a_body_that_is_not_a_json_object_is_4xx(client, auth, newsletter, db, c
         assert r.status_code in (400, 422), (method, content, r.status_code, r.text)
         assert r.json()["detail"]
     assert stored(db) == before
+
+
+def test_two_creates_of_one_slug_at_once_give_one_newsletter_and_a_409(newsletter, db):
+    import threading
+
+    from sqlalchemy import text
+
+    from app.db import get_sessionmaker, session_scope
+    from app.errors import Conflict
+    from app.newsletters import service
+    from app.newsletters.schemas import NewsletterCreate
+    from tests.conftest import wait_until
+
+    first = get_sessionmaker()()
+    outcome: dict[str, str] = {}
+
+    def second() -> None:
+        try:
+            with session_scope() as session:
+                service.create(session, NewsletterCreate(**{**BODY, "name": "Second"}))
+            outcome["second"] = "created"
+        except Conflict as exc:
+            outcome["second"] = f"409 {exc.detail}"
+        except Exception as exc:  # a 500 in the API
+            outcome["second"] = repr(exc)
+
+    try:
+        service.create(first, NewsletterCreate(**BODY))
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_until(lambda: db.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")), what="the second insert to wait")
+        first.commit()
+    finally:
+        first.close()
+    thread.join(15)
+    assert outcome == {"second": "409 a newsletter 'field-notes' exists already"}
+    assert [row[:2] for row in stored(db)] == [("alliance-digest", "Alliance Digest"),
+                                               ("field-notes", "Field Notes")]
