@@ -45,6 +45,7 @@ _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x20\x7f<>\"]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
 _QP_UNSAFE = re.compile(rb"[^!-<>-~ \t]")
+MAX_NAME = 200
 QP_LINE = 75  # characters before the "=" of a soft line break (RFC 2045 allows 76 in all)
 # Encoded words of at most 75 characters (RFC 2047): 45 bytes of UTF-8 make 60 of base64.
 _EW_BYTES = 45
@@ -406,11 +407,17 @@ def _checked(value: str, what: str) -> str:
     return value
 
 
-def _body_values(recipient: Recipient, default_web_url: str) -> dict[str, str]:
-    name = recipient.name
-    if name and _CONTROL.search(name):
+def _clean_name(name: str) -> str:
+    # Names are validated on the way in; this keeps a header one line and under 998 anyway.
+    if not name:
+        return ""
+    if _CONTROL.search(name):
         name = _CONTROL.sub(" ", name)
-    name = name.strip() if name else ""
+    return name.strip()[:MAX_NAME]
+
+
+def _body_values(recipient: Recipient, default_web_url: str) -> dict[str, str]:
+    name = _clean_name(recipient.name)
     return {
         "greeting": f"Hello {name}," if name else "Hello,",
         "unsubscribe_url": _checked(recipient.unsubscribe_url, "the unsubscribe URL"),
@@ -434,9 +441,7 @@ def _address(address: str) -> str:
 
 def _to_header(name: str, address: str) -> bytes:
     addr = _address(address)
-    if name and _CONTROL.search(name):
-        name = _CONTROL.sub(" ", name)
-    name = name.strip() if name else ""
+    name = _clean_name(name)
     if not name:
         return addr.encode("utf-8")
     if name.isascii():

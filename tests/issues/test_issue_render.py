@@ -409,6 +409,7 @@ def test_list_unsubscribe_parses_back_to_the_exact_url(sample, newsletter_info):
         header = str(parsed["List-Unsubscribe"])
         assert "=?" not in header, "never RFC 2047-encoded"
         assert re.findall(r"<([^>]*)>", header) == [long_url, mailto]
+    assert max(len(line) for line in message.split(b"\r\n\r\n", 1)[1].split(b"\r\n")) <= 76
     html, text = _parts(message)
     assert f'href="{long_url}"' in html and f"\n{long_url}\n" in text
     assert personalise(prebuilt, _reader())  # without the mailto: just the URL
@@ -423,13 +424,14 @@ def test_list_unsubscribe_parses_back_to_the_exact_url(sample, newsletter_info):
     'Ada <b onmouseover="alert(1)">Bold</b> & "friends"',
     "Ada\r\nBcc: victim@example.org",
     "Émile " + "é" * 150,
+    "Long " + "x" * 1200,
 ])
 def test_names_are_handled_safely(sample, newsletter_info, name):
     content, _ = sample
     prebuilt = build_message(_render(content, newsletter_info))
     message = personalise(prebuilt, _reader(name=name))
     parsed = _parse(message)
-    clean = re.sub(r"[\r\n]", " ", name).strip()
+    clean = re.sub(r"[\r\n]", " ", name).strip()[:200]
     # Decoded as RFC 2047 says (adjacent encoded words join without a space), which mail
     # clients do and the stdlib's compat32 API does; its newer parser adds spaces.
     raw_to = email.message_from_bytes(message, policy=email.policy.compat32)["To"]
@@ -437,8 +439,9 @@ def test_names_are_handled_safely(sample, newsletter_info, name):
     assert address == "ada@example.org"
     assert display == clean
     assert "Bcc" not in parsed
-    head = message.partition(b"\r\n\r\n")[0]
+    head, _, body = message.partition(b"\r\n\r\n")
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
     html, text = _parts(message)
     doc = lxml.html.fromstring(html)
     assert not doc.xpath("//b | //*[@onmouseover]")
