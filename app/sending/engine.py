@@ -372,7 +372,7 @@ class Drainer:
         send.last_activity_at = now
         if throttled:
             send.throttle_level += 1
-            pause = min(2 ** send.throttle_level, 60)
+            pause = min(2 ** send.throttle_level, 30)
             send.throttle_until = now + timedelta(seconds=pause)
             last = throttled[-1]
             log.warning("send %s: SMTP pushed back (%s %s); waiting %ss", self.send_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
 
-from tests.conftest import ROOT, Inbox, free_port, wait_until
+from tests.conftest import ROOT, Inbox, _reset_caches, free_port, wait_until
 
 SAMPLE_ISSUE = {
     "newsletter": "alliance-digest",
@@ -168,8 +169,15 @@ class Workers:
 
 @pytest.fixture
 def workers(test_env: dict[str, str], sink: Sink, tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes mailing to `sink`. They and this test process use a Redis prefix of
+    their own, so the suite's shared worker (which mails elsewhere) never takes their tasks."""
+    prefix = f"{test_env['MISSIVE_REDIS_PREFIX']}{secrets.token_hex(3)}:"
+    saved = os.environ.get("MISSIVE_REDIS_PREFIX")
+    os.environ["MISSIVE_REDIS_PREFIX"] = prefix
+    _reset_caches()
     env = {
         **test_env,
+        "MISSIVE_REDIS_PREFIX": prefix,
         "MISSIVE_MAIL_URL": f"smtp://127.0.0.1:{sink.port}?pool=2",
         "MISSIVE_SEND_LEASE_SECONDS": "4",
         "MISSIVE_SEND_RETRY_SECONDS": "1",
@@ -180,6 +188,8 @@ def workers(test_env: dict[str, str], sink: Sink, tmp_path: Path) -> Iterator[Wo
     w = Workers(env, tmp_path)
     yield w
     w.stop()
+    os.environ["MISSIVE_REDIS_PREFIX"] = saved or test_env["MISSIVE_REDIS_PREFIX"]
+    _reset_caches()
 
 
 class Beat:
