@@ -85,8 +85,9 @@ class _TextWriter:
 
     def __init__(self, width: int) -> None:
         self.width = width
-        # (text, tight, starts a group): items of a tight list sit on consecutive lines.
-        self.blocks: list[tuple[str, bool, bool]] = []
+        # (text, tight, starts a group, quote marks): items of a tight list sit on consecutive
+        # lines; paragraphs in one quote are separated by a ">" line.
+        self.blocks: list[tuple[str, bool, bool, str]] = []
         self.tight = False
         # Set when a list or quote opens or closes: the next block starts a new paragraph.
         self.new_group = False
@@ -121,7 +122,8 @@ class _TextWriter:
                 segment, width=self.width, initial_indent=lead, subsequent_indent=rest,
                 break_long_words=False, break_on_hyphens=False,
             ) or [lead.rstrip()])
-        self.blocks.append(("\n".join(lines), self.tight, self.new_group))
+        quote = "".join(">" for kind, _ in self.stack if kind == "quote")
+        self.blocks.append(("\n".join(lines), self.tight, self.new_group, quote))
         self.tight = self.new_group = False
 
     def _inline(self, children: list[Token]) -> str:
@@ -182,10 +184,10 @@ class _TextWriter:
             elif t == "inline":
                 self._add(self._inline(tok.children or []))
             elif t == "heading_close":
-                heading, _, group = self.blocks[-1]
+                heading, _, group, quote = self.blocks[-1]
                 last_line = heading.splitlines()[-1] if heading else ""
                 underline = "-" * min(len(last_line), self.width)
-                self.blocks[-1] = (f"{heading}\n{underline}", False, group)
+                self.blocks[-1] = (f"{heading}\n{underline}", False, group, quote)
             elif t in ("fence", "code_block"):
                 code = "\n".join("    " + line for line in tok.content.rstrip("\n").split("\n"))
                 self._add(code, wrap=False)
@@ -196,9 +198,14 @@ class _TextWriter:
     def _join(self) -> str:
         parts: list[str] = []
         previous_tight = False
-        for block, tight, starts_group in self.blocks:
+        for block, tight, starts_group, quote in self.blocks:
             if parts:
-                parts.append("\n" if tight and previous_tight and not starts_group else "\n\n")
+                if tight and previous_tight and not starts_group:
+                    parts.append("\n")
+                elif quote and not starts_group:
+                    parts.append(f"\n{quote}\n")
+                else:
+                    parts.append("\n\n")
             parts.append(block)
             previous_tight = tight
         text = "".join(parts)
