@@ -204,6 +204,10 @@ class PipelinedSmtpPool:
                 except _SetupFailed as exc:
                     work.failure = (exc.code, exc.reply)
                     return
+                except Exception as exc:  # e.g. a host name IDNA cannot encode
+                    log.exception("opening an SMTP session failed")
+                    work.failure = (0, f"cannot open a session: {_describe(exc)}")
+                    return
                 self._conns[slot] = conn
             try:
                 conn.run(work)
