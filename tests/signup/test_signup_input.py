@@ -24,9 +24,14 @@ BAD = [
 
 def _counts(db):
     db.expire_all()
-    return tuple(
-        db.scalar(select(func.count()).select_from(model))
-        for model in (Subscriber, Subscription, ConsentEvent)
+    # The shared worker may log the confirmation mail of the fixture's sign-up meanwhile:
+    # count only the consent a request could have added.
+    consent = select(func.count()).select_from(ConsentEvent).where(
+        ConsentEvent.action.not_like("%-mailed"))
+    return (
+        db.scalar(select(func.count()).select_from(Subscriber)),
+        db.scalar(select(func.count()).select_from(Subscription)),
+        db.scalar(consent),
     )
 
 
