@@ -161,21 +161,28 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     from app import demo
     from app.auth import service as auth
     from app.db import session_scope
+    from app.issues import service as issues
 
     with session_scope() as session:
-        demo.load(session)
+        newsletter = demo.load(session)
         token = auth.create_token(session, name="make-run", role="admin", replace=True)
+        sample = demo.sample_issue(session, newsletter)
+        preview = issues.to_out(sample).preview_url if sample else ""
+        sample_id = sample.id if sample else 0
     settings = get_settings()
     out = Console(soft_wrap=True)
+    auth_header = f"-H 'Authorization: Bearer {token}'"
     out.print(f"""
 [bold]Missive is starting[/bold] (embedded: SQLite, filesystem queue, Maildir outbox)
 
-  API docs        {base}/docs
-  Sign-up page    {base}/subscribe/{demo.SLUG}
-  Outbox          {settings.mail_url.removeprefix('maildir://')}/new
-  Editor token    {token}
+  Admin (API docs) {base}/docs
+  Sign-up page     {base}/subscribe/{demo.SLUG}
+  Sample issue     {preview}
+  Outbox           {settings.mail_url.removeprefix('maildir://')}/new
+  Editor token     {token}
 
-  Try: curl -H 'Authorization: Bearer {token}' {base}/api/v1/subscribers
+  Subscribers:     curl {auth_header} {base}/api/v1/subscribers
+  Send the sample: curl -X POST {auth_header} {base}/api/v1/issues/{sample_id}/send
 """, highlight=False)
     _run_together(host, port, 1)
 

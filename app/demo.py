@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 
 SLUG = "alliance-digest"
@@ -50,3 +51,12 @@ def load_sample_issue(session: Session, newsletter: Newsletter) -> None:
     data = issues.parse_document(SAMPLE_ISSUE.read_bytes(), kind="yaml")
     if issues_repo.by_number(session, newsletter.id, data["volume"], data["number"]) is None:
         issues.create(session, data)
+
+
+def sample_issue(session: Session, newsletter: Newsletter) -> Issue | None:
+    """The sample issue, if it is still there."""
+    from app.issues import repository as issues_repo
+    from app.issues import service as issues
+
+    data = issues.parse_document(SAMPLE_ISSUE.read_bytes(), kind="yaml")
+    return issues_repo.by_number(session, newsletter.id, data["volume"], data["number"])

@@ -98,5 +98,24 @@ def test_make_run_serves_sign_up_confirm_and_api(embedded):
         {**item["subscriptions"][0], "newsletter": "alliance-digest", "status": "active"}
     ]
     assert httpx.get(f"{base}/api/v1/subscribers").status_code == 401
+
+    # The sample issue previews without a token, and sends through the embedded worker.
+    preview = re.search(r"Sample issue\s+(\S+)", output).group(1)
+    page = httpx.get(preview)
+    assert page.status_code == 200 and "Vol 2.22" in page.text
+    sample_id = re.search(r"/api/v1/issues/(\d+)/send", output).group(1)
+    headers = {"Authorization": f"Bearer {token}"}
+    send = httpx.post(f"{base}/api/v1/issues/{sample_id}/send", headers=headers, json={})
+    assert send.status_code == 202, send.text
+    wait_until(lambda: len(_outbox(folder)) >= 3, timeout=30, what="the issue")
+    issue_mail = _outbox(folder)[2]
+    assert "Vol 2.22" in issue_mail["Subject"]
+    assert issue_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    report = wait_until(lambda: (r := httpx.get(
+        f"{base}/api/v1/sends/{send.json()['id']}", headers=headers).json())["status"] == "done"
+        and r, timeout=30, what="the send to finish")
+    assert (report["total"], report["sent"]) == (1, 1)
+    archive = httpx.get(f"{base}/archive/alliance-digest")
+    assert archive.status_code == 200 and "Vol 2.22" in archive.text
     assert (folder / "var" / "missive.db").exists()
 
