@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from app.mail.pipeline import PipelinedSmtpPool
-
 from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
+from app.mail.pipeline import PipelinedSmtpPool
 from app.mail.transport import SmtpTransport, Transport, from_url
 from app.sending import test_sends
 from app.sending.engine import BatchSender, Drainer, TransportBatcher
