@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from app.newsletters.models import Newsletter
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 
 IMPORT = "/api/v1/subscribers/import"
@@ -170,14 +171,9 @@ def test_an_unsubscribed_reader_stays_unsubscribed(client, auth, newsletter, sec
     # Importing onto another newsletter is a new subscription there, and leaves this one alone.
     report = post_csv(client, auth, body, newsletter="field-notes").json()
     assert (report["created"], report["updated"]) == (0, 2)
+    field_notes = db.scalar(select(Newsletter.id).where(Newsletter.slug == "field-notes"))
     assert stored(db)["left@example.org"][2] == {newsletter.id: "unsubscribed",
-                                                 second_newsletter_id(db): "active"}
-
-
-def second_newsletter_id(db) -> int:
-    from app.newsletters.models import Newsletter
-
-    return db.scalar(select(Newsletter.id).where(Newsletter.slug == "field-notes"))
+                                                 field_notes: "active"}
 
 
 def test_pending_import_mails_each_new_reader_a_confirmation(client, auth, newsletter, worker,
