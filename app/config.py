@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     confirm_resend_minutes: int = Field(default=15, ge=0)
     max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
 
+    # Provider webhooks (POST /webhooks/…); each provider is refused until its settings are set.
+    # Amazon SES through SNS: the TopicArns allowed to post, comma-separated.
+    ses_topic_arns: str = ""
+    # Confirm an SNS SubscriptionConfirmation by fetching its SubscribeURL (only ever from
+    # https://sns.<region>.amazonaws.com/); unset, the URL is logged for a person to open.
+    ses_auto_confirm: bool = False
+    # SendGrid signed Event Webhook: the verification key SendGrid shows (base64 DER, P-256).
+    sendgrid_public_key: str = ""
+    # Postmark: the HTTP Basic credentials written into the webhook URL.
+    postmark_user: str = ""
+    postmark_password: str = ""
+    # Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp + token).
+    mailgun_signing_key: str = ""
+
     # Sending. A worker claims `send_batch` ledger rows at a time and hands them to SMTP in
     # windows of `send_window` (the most that can be left `unknown` if it is killed).
     send_batch: int = Field(default=500, ge=1, le=10000)
