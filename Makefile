@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check app worker tests migrations bench
 	$(BIN)/mypy
 
-test: $(STAMP) lint
-	@# The browser tests drive Debian's Chromium (Playwright's own download is not used).
-	@test -x /usr/bin/chromium || { \
+# Debian packages the tests drive as real servers and tools: Chromium for the browser tests
+# (Playwright's own download is not used), Dovecot for the bounce mailbox, Postfix's smtp-sink
+# for bench/. Installed only when missing; services are not started (the tests start their own).
+SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix
+
+system-deps:
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  test -x "$${dep%%:*}" || missing="$$missing $${dep##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
-	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium; }
+	  echo "installing$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    $$sudo apt-get install -y -q $$missing; fi
+
+test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

@@ -30,6 +30,12 @@ def tick() -> None:
         kicked = sending.rekick_stalled(session)
     if kicked:
         log.info("re-kicked stalled sends %s", kicked)
+    from app.bounces import mailbox
+
+    polled = mailbox.poll_configured()
+    if polled and (polled.processed or polled.set_aside):
+        log.info("bounce mailbox: %d processed, %d set aside", polled.processed,
+                 polled.set_aside)
     with session_scope() as session:
         purged = ratelimit.purge_expired(session)
     if purged:

@@ -26,6 +26,7 @@ app = typer.Typer(help="Missive: self-hosted newsletter distribution.", no_args_
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="Editor API tokens.", no_args_is_help=True)
 user_app = typer.Typer(help="Editor accounts.", no_args_is_help=True)
+bounces_app = typer.Typer(help="Bounce and complaint reports.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Bulk subscriber import and export.", no_args_is_help=True)
 demo_app = typer.Typer(help="Sample content.", no_args_is_help=True)
 issue_app = typer.Typer(help="Issues, written as YAML or JSON.", no_args_is_help=True)
@@ -33,6 +34,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(bounces_app, name="bounces")
 app.add_typer(demo_app, name="demo")
 app.add_typer(issue_app, name="issue")
 
@@ -246,7 +248,7 @@ def user_create(
 @subscribers_app.command("import")
 @friendly
 def subscribers_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[Path, typer.Argument()],  # a missing file is one line via friendly()
     newsletter: Annotated[str, typer.Option(help="slug of the newsletter")],
     pending: Annotated[bool, typer.Option(help="send each a confirmation mail")] = False,
 ) -> None:
@@ -292,6 +294,9 @@ def subscribers_export(
         try:
             for line in csvio.export_rows(session, newsletter=target):
                 fh.write(line)
+        except BrokenPipeError:
+            # The reader stopped reading (`| head`): not an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         finally:
             if output:
                 fh.close()
@@ -364,6 +369,44 @@ def issue_send(
                        f"send {send.id} of issue {issue_id} scheduled for "
                        f"{send.scheduled_at.isoformat()}")
     typer.echo(message)
+
+
+# --- bounces ---------------------------------------------------------------------------------
+
+# sysexits' EX_TEMPFAIL: an MTA piping mail in keeps the message and tries again later.
+EX_TEMPFAIL = 75
+
+
+@bounces_app.command("ingest")
+@friendly
+def bounces_ingest(
+    file: Annotated[str, typer.Argument(help="FILE.eml, or - to read standard input")] = "-",
+) -> None:
+    """Ingest one raw bounce or complaint report (for an MTA pipe: `missive bounces ingest -`)."""
+    from app.bounces import parse
+    from app.bounces.router import ingest_raw
+    from app.db import session_scope
+
+    limit = parse.MAX_MESSAGE_BYTES
+    if file == "-":
+        raw = sys.stdin.buffer.read(limit + 1)
+    else:
+        path = Path(file)
+        if not path.is_file():
+            fail(f"{file}: no such file")
+        with path.open("rb") as fh:
+            raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        fail(f"the message is larger than {limit} bytes")
+    try:
+        with session_scope() as session:
+            result = ingest_raw(session, raw)
+    except OperationalError as exc:
+        fail(f"cannot use the database, try again later: {str(exc.orig or exc).splitlines()[0]}",
+             EX_TEMPFAIL)
+        return
+    typer.echo(f"recorded {result['recorded']} ({', '.join(result['actions']) or 'no action'})"
+               f", ignored {result['ignored']}, unmatched {result['unmatched']}")
 
 
 @demo_app.command("load")

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     send_drain_tasks: int = Field(default=8, ge=1, le=256)
     send_rekick_seconds: int = Field(default=60, ge=1)
 
+    # Bounces: this many soft bounces within this many days suppress an address; a send whose
+    # complaints pass this share of its deliveries blocks the newsletter's next send.
+    bounce_soft_limit: int = Field(default=3, ge=1)
+    bounce_soft_days: int = Field(default=30, ge=1)
+    complaint_block_rate: float = Field(default=0.003, gt=0, le=1)
+    # A bounce mailbox read by `missive beat`: imaps://user:pass@host:993/INBOX (or imap://
+    # with ?tls=starttls); what cannot be parsed is moved to the folder ?failed=… for a person.
+    bounce_imap_url: str = ""
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         self.var_dir = self.var_dir.expanduser().resolve()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import models  # noqa: F401  (every table registered before the first query)
+from app.bounces.router import router as bounces_router
 from app.config import get_settings
 from app.errors import AppError
 from app.issues.archive import router as archive_router
@@ -36,6 +39,13 @@ async def _app_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # The default echoes each bad input back; a NaN there cannot be written as JSON (a 500).
+    errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def create_app() -> FastAPI:
     get_settings()  # refuse to start on a configuration that cannot work
     app = FastAPI(
@@ -44,12 +54,14 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(newsletters_router)
     app.include_router(subscribers_router)
     app.include_router(signup_router)
     app.include_router(issues_router)
     app.include_router(archive_router)
     app.include_router(sending_router)
+    app.include_router(bounces_router)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
               name="static")

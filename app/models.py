@@ -1,6 +1,7 @@
 """Every table, imported in one place so the metadata is whole (Alembic, tests)."""
 
 from app.auth.models import ApiToken, User
+from app.bounces.models import BounceRecord
 from app.db import Base
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
@@ -11,6 +12,7 @@ from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppr
 __all__ = [
     "ApiToken",
     "Base",
+    "BounceRecord",
     "ConsentEvent",
     "Delivery",
     "Issue",

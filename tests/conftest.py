@@ -193,8 +193,9 @@ def _reset_caches() -> None:
         cached.cache_clear()
 
 
-TABLES = ("consent_events", "subscriptions", "suppressions", "subscribers", "api_tokens",
-          "users", "issues", "newsletters", "rate_counters")
+# Children before parents, so plain DELETEs never trip a foreign key.
+TABLES = ("bounces", "deliveries", "sends", "consent_events", "subscriptions", "suppressions",
+          "subscribers", "api_tokens", "users", "issues", "newsletters", "rate_counters")
 
 
 @pytest.fixture(autouse=True)

@@ -23,4 +23,7 @@ class Newsletter(Base):
     # "biweekly", "weekly", "monthly" or "none"; slots are counted from `cadence_anchor`.
     cadence: Mapped[str] = mapped_column(String(16), default="biweekly")
     cadence_anchor: Mapped[datetime | None]
+    # Set when a send's complaint rate passed the limit: no send until an editor acknowledges.
+    sending_blocked_by: Mapped[int | None]
+    sending_blocked_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

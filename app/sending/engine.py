@@ -339,6 +339,11 @@ class Drainer:
             ]
             if failed:
                 session.execute(update(Delivery), failed)
+                # 5xx replies are bounces at our door: the bounce policy decides what follows.
+                from app.bounces.service import record_smtp_failures
+
+                record_smtp_failures(session, [(o.key, o.code, o.reply)
+                                               for o in permanent + give_up if o.code >= 400])
             if retry:
                 session.execute(update(Delivery), retry)
             if unknown:

@@ -56,6 +56,9 @@ def report(session: Session, send: Send) -> dict[str, Any]:
         "snapshot_seconds": send.snapshot_seconds,
     }
     out["pending"] += out["in_flight"]
+    from app.bounces.service import counts_for_send
+
+    out.update(counts_for_send(session, send.id))
     return out
 
 
@@ -91,6 +94,8 @@ def schedule(session: Session, issue_id: int, *, at: datetime | None, next_caden
     if existing is not None or issue.status in ("sending", "sent"):
         state = existing.status if existing is not None else issue.status
         raise Conflict(f"issue {issue.id} already has a send ({state}); an issue is sent once")
+    if issue.newsletter.sending_blocked_by is not None:
+        raise Conflict(issue.newsletter.sending_blocked_reason or "sending is blocked")
     problems = [c for c in issues.checks(issue).problems if c.severity == "error"]
     if problems:
         raise Invalid({"message": "the issue fails its pre-send checks",

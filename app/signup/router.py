@@ -188,7 +188,8 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
     )
 
 
-@router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+@router.head("/u/{token}", include_in_schema=False)
+@router.get("/u/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     view = service.check_unsubscribe(session, token)
     state = "done" if view.outcome is Outcome.ALREADY else "ask"

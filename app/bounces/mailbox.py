@@ -1,0 +1,146 @@
+"""Reading a bounce mailbox over IMAP, run by `missive beat`.
+
+Each message is applied in its own transaction and deleted from the mailbox once that has
+committed; what cannot be used (not a report, a forged VERP address) is moved to a folder for a
+person to look at. A message read twice (a crash between commit and delete) changes nothing the
+second time: the policy records a report once per delivery and kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app.config import ConfigError, get_settings
+from app.db import session_scope
+from app.errors import AppError
+
+log = logging.getLogger("missive.bounces.imap")
+
+MAX_PER_ROUND = 500
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    host: str
+    port: int
+    username: str
+    password: str
+    folder: str = "INBOX"
+    failed_folder: str = "Missive-Unprocessed"
+    tls: str = "ssl"  # ssl | starttls | none
+    verify: bool = True
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str) -> MailboxConfig:
+        """imaps://user:pass@host:993/INBOX?failed=Folder, or imap://…?tls=starttls|none."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("imap", "imaps"):
+            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL must be imaps:// or imap://")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        tls = query.get("tls", "ssl" if parts.scheme == "imaps" else "starttls")
+        if tls not in ("ssl", "starttls", "none"):
+            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL tls= must be ssl, starttls or none")
+        if not (parts.hostname and parts.username):
+            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL needs a user and a host")
+        try:
+            port = parts.port or (993 if tls == "ssl" else 143)
+        except ValueError as exc:
+            raise ConfigError(f"MISSIVE_BOUNCE_IMAP_URL: {exc}") from exc
+        return cls(
+            host=parts.hostname, port=port, username=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            folder=unquote(parts.path.lstrip("/")) or "INBOX",
+            failed_folder=query.get("failed", "Missive-Unprocessed"), tls=tls,
+            verify=query.get("verify", "1") not in ("0", "false", "no"),
+        )
+
+
+@dataclass
+class PollResult:
+    processed: int = 0
+    set_aside: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def _connect(config: MailboxConfig) -> imaplib.IMAP4:
+    context = ssl.create_default_context()
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    conn: imaplib.IMAP4
+    if config.tls == "ssl":
+        conn = imaplib.IMAP4_SSL(config.host, config.port, ssl_context=context,
+                                 timeout=config.timeout)
+    else:
+        conn = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
+        if config.tls == "starttls":
+            conn.starttls(ssl_context=context)
+    conn.login(config.username, config.password)
+    return conn
+
+
+def _quote(folder: str) -> str:
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def poll(config: MailboxConfig) -> PollResult:
+    """Read the mailbox once; apply every report in it."""
+    from app.bounces.router import ingest_raw
+
+    result = PollResult()
+    conn = _connect(config)
+    try:
+        typ, _ = conn.select(_quote(config.folder))
+        if typ != "OK":
+            raise ConfigError(f"cannot open the IMAP folder {config.folder!r}")
+        typ, data = conn.uid("SEARCH", "ALL")
+        uids = data[0].split() if typ == "OK" and data and data[0] else []
+        made_folder = False
+        for uid in uids[:MAX_PER_ROUND]:
+            typ, fetched = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = _message_bytes(fetched)
+            if typ != "OK" or raw is None:
+                continue
+            try:
+                with session_scope() as session:
+                    ingest_raw(session, raw)
+            except AppError as exc:
+                # Not ours to act on: keep it for a person, out of the way of the next round.
+                if not made_folder:
+                    conn.create(_quote(config.failed_folder))  # fails harmlessly if it exists
+                    made_folder = True
+                if conn.uid("COPY", uid, _quote(config.failed_folder))[0] != "OK":
+                    log.error("cannot move message %s to %s", uid, config.failed_folder)
+                    continue
+                result.set_aside += 1
+                result.reasons.append(str(exc.detail))
+            else:
+                result.processed += 1
+            conn.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
+        conn.expunge()
+    finally:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            conn.logout()
+    return result
+
+
+def _message_bytes(fetched: list[Any]) -> bytes | None:
+    for item in fetched or []:
+        if isinstance(item, tuple) and len(item) >= 2 and isinstance(item[1], bytes):
+            return item[1]
+    return None
+
+
+def poll_configured() -> PollResult | None:
+    """Poll MISSIVE_BOUNCE_IMAP_URL if it is set (called by `missive beat`)."""
+    url = get_settings().bounce_imap_url
+    if not url:
+        return None
+    return poll(MailboxConfig.from_url(url))

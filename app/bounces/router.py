@@ -1,0 +1,126 @@
+"""Ways bounces come in over HTTP: a raw report from the editor API, and provider webhooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from app.auth.deps import TokenDep
+from app.bounces import parse, service, webhooks
+from app.bounces.events import BounceEvent
+from app.db import DbId, SessionDep
+from app.errors import AppError, Invalid
+
+router = APIRouter(tags=["bounces"])
+
+MAX_BODY = parse.MAX_MESSAGE_BYTES
+MAX_WEBHOOK_BODY = 1024 * 1024
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise AppError(f"the body is larger than {limit} bytes", 413)
+    return bytes(body)
+
+
+def ingest_raw(session: Any, raw: bytes) -> dict[str, Any]:
+    """Parse one raw message and apply it; 422 when it proves nothing."""
+    try:
+        events = parse.parse_message(raw)
+    except parse.Unreadable as exc:
+        raise Invalid(f"not a readable email message: {exc}") from exc
+    except parse.NotABounce as exc:
+        raise Invalid(f"not a bounce or complaint report: {exc}") from exc
+    applied = service.ingest(session, events, trusted=False)
+    if applied.recorded == 0 and applied.unmatched:
+        raise Invalid("the report matches none of our deliveries (its VERP address or "
+                      "Message-ID does not check out); nothing was changed")
+    return applied.as_dict()
+
+
+@router.post("/api/v1/bounces", summary="Ingest one raw bounce (DSN) or complaint (ARF)")
+async def post_bounce(request: Request, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    raw = await _body(request, MAX_BODY)
+    if not raw.strip():
+        raise Invalid("the body is empty: send one raw RFC 5322 message")
+    return await run_in_threadpool(ingest_raw, session, raw)
+
+
+class BounceOut(BaseModel):
+    id: int
+    occurred_at: datetime
+    received_at: datetime
+    kind: str
+    email: str | None
+    status_code: str | None
+    diagnostic: str
+    source: str
+    send_id: int | None
+    delivery_id: int | None
+    action: str
+
+
+@router.get("/api/v1/bounces")
+def list_bounces(
+    session: SessionDep,
+    _: TokenDep,
+    kind: Literal["hard", "soft", "policy", "complaint"] | None = None,
+    send_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    rows, next_cursor = service.list_page(session, kind=kind, send_id=send_id, email=email,
+                                          before_id=cursor, limit=limit)
+    return {
+        "items": [BounceOut(id=r.id, occurred_at=r.occurred_at, received_at=r.received_at,
+                            kind=r.kind, email=r.email_key, status_code=r.status_code,
+                            diagnostic=r.diagnostic, source=r.source, send_id=r.send_id,
+                            delivery_id=r.delivery_id, action=r.action) for r in rows],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.post("/api/v1/sends/{send_id}/acknowledge-complaints")
+def acknowledge(send_id: DbId, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    newsletter = service.acknowledge_complaints(session, send_id)
+    return {"newsletter": newsletter.slug, "sending_blocked": False}
+
+
+def _webhook(session: Any, events: list[BounceEvent]) -> dict[str, Any]:
+    return service.ingest(session, events, trusted=True).as_dict()
+
+
+@router.post("/webhooks/ses", include_in_schema=True)
+async def ses(request: Request, session: SessionDep) -> dict[str, Any]:
+    body = await _body(request, MAX_WEBHOOK_BODY)
+    events = await run_in_threadpool(webhooks.ses_events, body)
+    return await run_in_threadpool(_webhook, session, events)
+
+
+@router.post("/webhooks/sendgrid")
+async def sendgrid(request: Request, session: SessionDep) -> dict[str, Any]:
+    body = await _body(request, MAX_WEBHOOK_BODY)
+    events = webhooks.sendgrid_events(body, request.headers)
+    return await run_in_threadpool(_webhook, session, events)
+
+
+@router.post("/webhooks/postmark")
+async def postmark(request: Request, session: SessionDep) -> dict[str, Any]:
+    body = await _body(request, MAX_WEBHOOK_BODY)
+    events = webhooks.postmark_events(body, request.headers)
+    return await run_in_threadpool(_webhook, session, events)
+
+
+@router.post("/webhooks/mailgun")
+async def mailgun(request: Request, session: SessionDep) -> dict[str, Any]:
+    body = await _body(request, MAX_WEBHOOK_BODY)
+    events = await run_in_threadpool(webhooks.mailgun_events, body, request.headers)
+    return await run_in_threadpool(_webhook, session, events)

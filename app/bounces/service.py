@@ -1,0 +1,262 @@
+"""The bounce policy, in one place, whatever the way in (raw message, webhook, SMTP reply).
+
+- hard bounce: the delivery is marked bounced, the address suppressed as `bounced`;
+- soft bounce: counted; `bounce_soft_limit` of them within `bounce_soft_days` suppress the
+  address (older ones no longer count);
+- complaint: the reader leaves every newsletter and the address is suppressed as `complained`;
+  a send whose complaints pass `complaint_block_rate` blocks its newsletter's next send until an
+  editor acknowledges it;
+- policy rejection (5.7.x): the sender was refused, not the reader: nobody is punished, the
+  event is kept and shown to the editor;
+- delayed: not a bounce, ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.bounces.events import BounceEvent, classify, status_code
+from app.bounces.models import BounceRecord
+from app.config import get_settings
+from app.db import utcnow
+from app.errors import Invalid
+from app.newsletters.models import Newsletter
+from app.sending import verp
+from app.sending.models import Delivery, Send
+from app.signup.service import unsubscribe_token_for
+from app.subscribers.models import Subscriber, Subscription, Suppression
+from app.subscribers.service import Actor, set_status
+
+log = logging.getLogger("missive.bounces")
+
+_OUR_MESSAGE_ID = re.compile(r"^(\d{1,18})\.(\d{1,10})\.([A-Za-z0-9_-]{12})@")
+
+
+@dataclass
+class Applied:
+    """What ingesting a batch of events did."""
+
+    recorded: int = 0
+    ignored: int = 0
+    unmatched: int = 0
+    actions: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recorded": self.recorded, "ignored": self.ignored, "unmatched": self.unmatched,
+                "actions": self.actions or []}
+
+
+def match_delivery(session: Session, event: BounceEvent) -> Delivery | None:
+    """The delivery an event is about: by its VERP address (HMAC checked), else by the
+    original Message-ID (its token checked). None when neither proves a delivery."""
+    for address in event.verp_addresses:
+        delivery_id = verp.delivery_id(address)
+        if delivery_id is not None:
+            return session.get(Delivery, delivery_id)
+    if event.message_id:
+        match = _OUR_MESSAGE_ID.match(event.message_id.strip("<> "))
+        if match:
+            delivery = session.get(Delivery, int(match[1]))
+            if delivery is not None and delivery.send_id == int(match[2]):
+                email_key = session.scalar(
+                    select(Subscriber.email_key).where(Subscriber.id == delivery.subscriber_id))
+                token = unsubscribe_token_for(delivery.subscription_id, email_key or "")
+                if token[-12:] == match[3]:
+                    return delivery
+    return None
+
+
+def ingest(session: Session, events: Sequence[BounceEvent], *, trusted: bool) -> Applied:
+    """Apply events. Untrusted sources (raw messages anyone could mail us) must prove their
+    delivery; a trusted, authenticated provider may name just the address."""
+    applied = Applied(actions=[])
+    for event in events:
+        if event.kind == "delayed":
+            applied.ignored += 1
+            continue
+        delivery = match_delivery(session, event)
+        if delivery is None and not (trusted and event.recipient):
+            applied.unmatched += 1
+            continue
+        action = apply(session, event, delivery)
+        applied.recorded += 1
+        assert applied.actions is not None
+        applied.actions.append(action)
+    return applied
+
+
+def apply(session: Session, event: BounceEvent, delivery: Delivery | None) -> str:
+    """Record one event and carry out the policy; the action taken."""
+    settings = get_settings()
+    subscriber: Subscriber | None = None
+    if delivery is not None:
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+    elif event.recipient:
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.email_key == event.recipient.lower())).first()
+    email_key = subscriber.email_key if subscriber else (
+        event.recipient.lower() if event.recipient else None)
+    if delivery is not None and _already_recorded(session, delivery.id, event.kind):
+        return "duplicate"
+    now = utcnow()
+    record = BounceRecord(
+        occurred_at=event.occurred_at or now,
+        delivery_id=delivery.id if delivery else None,
+        send_id=delivery.send_id if delivery else None,
+        subscriber_id=subscriber.id if subscriber else None,
+        email_key=email_key,
+        kind=event.kind,
+        status_code=event.status,
+        diagnostic=event.diagnostic[:2000],
+        source=event.source,
+        message_id=(event.message_id or "")[:255] or None,
+    )
+    session.add(record)
+    action = "none"
+    if event.kind == "hard":
+        action = "suppressed" if email_key else "none"
+        if email_key:
+            _suppress(session, email_key, "bounced",
+                      f"{event.status or ''} {event.diagnostic}".strip()[:500])
+        _mark_delivery(session, delivery, "bounced")
+    elif event.kind == "soft":
+        action = "counted"
+        _mark_delivery(session, delivery, "bounced")
+        if email_key:
+            session.flush()
+            since = now - timedelta(days=settings.bounce_soft_days)
+            count = session.scalar(
+                select(func.count()).select_from(BounceRecord).where(
+                    BounceRecord.email_key == email_key, BounceRecord.kind == "soft",
+                    BounceRecord.occurred_at >= since)) or 0
+            if count >= settings.bounce_soft_limit:
+                _suppress(session, email_key, "bounced",
+                          f"{count} soft bounces within {settings.bounce_soft_days} days")
+                action = "suppressed"
+    elif event.kind == "complaint":
+        action = "unsubscribed"
+        if subscriber is not None:
+            actor = Actor(source=f"complaint:{event.source}")
+            for sub in session.scalars(select(Subscription).where(
+                    Subscription.subscriber_id == subscriber.id,
+                    Subscription.status != "unsubscribed")):
+                set_status(session, subscriber, sub.newsletter, "unsubscribed", actor)
+        if email_key:
+            _suppress(session, email_key, "complained", f"complaint via {event.source}")
+        if delivery is not None:
+            session.flush()
+            _check_complaint_rate(session, delivery.send_id)
+    elif event.kind == "policy":
+        action = "alerted"
+        log.warning("policy rejection of the sender (%s %s) via %s: %s", event.status,
+                    event.source, email_key, event.diagnostic[:300])
+    record.action = action
+    session.flush()
+    return action
+
+
+def _already_recorded(session: Session, delivery_id: int, kind: str) -> bool:
+    # A report fetched twice (a retried webhook, a message read twice) counts once.
+    return session.scalar(select(BounceRecord.id).where(
+        BounceRecord.delivery_id == delivery_id, BounceRecord.kind == kind)) is not None
+
+
+def _mark_delivery(session: Session, delivery: Delivery | None, status: str) -> None:
+    if delivery is not None and delivery.status in ("sent", "unknown"):
+        delivery.status = status
+
+
+def _suppress(session: Session, email_key: str, reason: str, detail: str) -> None:
+    existing = session.scalars(select(Suppression).where(Suppression.email_key == email_key)
+                               ).first()
+    if existing is None:
+        session.add(Suppression(email_key=email_key, reason=reason, detail=detail))
+    elif reason == "complained" and existing.reason != "complained":
+        # A complaint outranks a bounce: it says never again, whatever happens to the mailbox.
+        existing.reason, existing.detail = reason, detail
+    session.flush()
+
+
+def _check_complaint_rate(session: Session, send_id: int) -> None:
+    settings = get_settings()
+    send = session.get(Send, send_id)
+    if send is None:
+        return
+    complaints = session.scalar(select(func.count()).select_from(BounceRecord).where(
+        BounceRecord.send_id == send_id, BounceRecord.kind == "complaint")) or 0
+    delivered = session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.send_id == send_id, Delivery.status.in_(("sent", "bounced")))) or 0
+    rate = complaints / max(delivered, 1)
+    if rate > settings.complaint_block_rate:
+        newsletter = send.issue.newsletter
+        if newsletter.sending_blocked_by is None:
+            newsletter.sending_blocked_by = send.id
+            newsletter.sending_blocked_reason = (
+                f"send {send.id} drew {complaints} complaints from {delivered} deliveries "
+                f"({rate:.2%}, above {settings.complaint_block_rate:.2%}); acknowledge with "
+                f"POST /api/v1/sends/{send.id}/acknowledge-complaints before the next send")
+            log.error("newsletter %s blocked: %s", newsletter.slug,
+                      newsletter.sending_blocked_reason)
+
+
+def acknowledge_complaints(session: Session, send_id: int) -> Newsletter:
+    """An editor has looked at a send's complaints: its newsletter may send again."""
+    send = session.get(Send, send_id)
+    if send is None:
+        from app.errors import NotFound
+
+        raise NotFound(f"no send {send_id}")
+    newsletter = send.issue.newsletter
+    if newsletter.sending_blocked_by is None:
+        raise Invalid(f"{newsletter.slug} is not blocked")
+    newsletter.sending_blocked_by = None
+    newsletter.sending_blocked_reason = None
+    return newsletter
+
+
+def record_smtp_failures(session: Session, failures: Iterable[tuple[int, int, str]]) -> None:
+    """5xx replies during a send, handed over by the send engine: (delivery id, code, reply)."""
+    for delivery_id, code, reply in failures:
+        status = status_code(reply)
+        event = BounceEvent(kind=classify(status, smtp_code=code), recipient=None,
+                            status=status, diagnostic=f"{code} {reply}", source="smtp")
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None:
+            apply(session, event, delivery)
+            # The reader's copy was refused at our door: the row stays `failed`.
+
+
+def counts_for_send(session: Session, send_id: int) -> dict[str, int]:
+    """Bounces and complaints recorded against a send."""
+    rows = session.execute(
+        select(BounceRecord.kind, func.count()).where(BounceRecord.send_id == send_id)
+        .group_by(BounceRecord.kind))
+    found = {kind: int(n) for kind, n in rows}
+    return {"hard_bounces": found.get("hard", 0), "soft_bounces": found.get("soft", 0),
+            "complained": found.get("complaint", 0), "policy_rejections": found.get("policy", 0)}
+
+
+def list_page(session: Session, *, kind: str | None, send_id: int | None, email: str | None,
+              before_id: int | None, limit: int) -> tuple[list[BounceRecord], int | None]:
+    """Bounce records newest first, keyset-paginated by id."""
+    stmt = select(BounceRecord).order_by(BounceRecord.id.desc()).limit(limit + 1)
+    if kind:
+        stmt = stmt.where(BounceRecord.kind == kind)
+    if send_id:
+        stmt = stmt.where(BounceRecord.send_id == send_id)
+    if email:
+        stmt = stmt.where(BounceRecord.email_key == email.lower())
+    if before_id:
+        stmt = stmt.where(BounceRecord.id < before_id)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
