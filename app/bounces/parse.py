@@ -68,6 +68,7 @@ _SMTP_REPLY_IN_TEXT = re.compile(r"(?:^|(?<=[\s:(]))[245]\d\d(?=[ -])")
 _BRACKETED_ID = re.compile(r"<([^<>\s]+)>")
 _MESSAGE_ID_LINE = re.compile(r"^[ \t>]*Message-ID:[ \t]*<([^<>\s]+)>",
                               re.IGNORECASE | re.MULTILINE)
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TAG = re.compile(r"<[^>]*>")
 # Subjects are matched at their start only: the rest is often our own issue's subject, which
@@ -137,17 +138,18 @@ def _parse(head: bytes) -> list[BounceEvent]:
     if not {name.lower() for name in message} & _RFC5322_HEADERS:
         raise Unreadable("not an RFC 5322 message: none of its header fields is a mail header")
     report = _survey(message)
+    events = None
     if report.feedback is not None:
-        return _arf_events(report)
-    if report.status is not None:
+        events = _arf_events(report)
+    if events is None and report.status is not None:
         events = _dsn_events(report)
-        if events is not None:
-            return events
+    if events is not None:
+        return events
     if _is_auto_reply(message):
         raise NotABounce("an auto-reply")
     if not _looks_like_bounce(message):
         raise NotABounce("an ordinary message: neither a delivery report nor a complaint")
-    return _flufl_events(report)
+    return _flufl_events(report, head)
 
 
 def _survey(message: Message) -> _Report:
@@ -220,16 +222,20 @@ def _field_blocks(part: Message) -> list[Message]:
     blocks, so those are split here.
     """
     payload = part.get_payload()
+    if not isinstance(payload, list):
+        return _split_blocks(_text_of(part))
     blocks: list[Message] = []
-    items = payload if isinstance(payload, list) else [payload]
-    for item in items:
+    for item in payload:
         if isinstance(item, Message):
             blocks.append(item)
-            item = item.get_payload()
-        if isinstance(item, str) and item.strip():
-            blocks.extend(HeaderParser(policy=compat32).parsestr(chunk.strip("\r\n") + "\n")
-                          for chunk in re.split(r"\r?\n[ \t]*\r?\n", item) if chunk.strip())
+            # Through _text_of: get_payload() would turn raw UTF-8 into U+FFFD.
+            blocks.extend(_split_blocks(_text_of(item)))
     return blocks
+
+
+def _split_blocks(text: str) -> list[Message]:
+    return [HeaderParser(policy=compat32).parsestr(chunk.strip("\r\n") + "\n")
+            for chunk in re.split(r"\r?\n[ \t]*\r?\n", text) if chunk.strip()]
 
 
 def _status(field_value: str, diagnostic: str) -> str | None:
@@ -252,10 +258,14 @@ def _diagnostic(value: str) -> str:
 # RFC 5965 feedback reports
 
 
-def _arf_events(report: _Report) -> list[BounceEvent]:
+def _arf_events(report: _Report) -> list[BounceEvent] | None:
+    """A feedback report's complaints; None when it is not one after all."""
     assert report.feedback is not None
-    blocks = _field_blocks(report.feedback)
-    fields = blocks[0] if blocks else Message()
+    fields = next((b for b in _field_blocks(report.feedback) if _has_any(b, "feedback-type")),
+                  None)
+    if fields is None:
+        # RFC 5965 requires Feedback-Type: without it this is no feedback report.
+        return None
     feedback_type = _token(_first(fields, "feedback-type"))
     if feedback_type in _NOT_COMPLAINTS:
         raise NotABounce(f"a feedback report of type {feedback_type}, not a complaint")
@@ -263,7 +273,7 @@ def _arf_events(report: _Report) -> list[BounceEvent]:
     recipients = _addresses(_all(fields, "original-rcpt-to"))
     if not recipients and report.original is not None:
         recipients = _addresses(_all(report.original, "to"))
-    diagnostic = f"Feedback-Type: {feedback_type or 'unspecified'}"
+    diagnostic = f"Feedback-Type: {feedback_type}"
     user_agent = " ".join(_first(fields, "user-agent").split())
     if user_agent:
         diagnostic += f"; User-Agent: {user_agent}"
@@ -314,13 +324,20 @@ def _sent_by_mail_system(message: Message) -> bool:
     return False
 
 
-def _flufl_events(report: _Report) -> list[BounceEvent]:
+def _flufl_events(report: _Report, head: bytes) -> list[BounceEvent]:
     try:
         temporary, permanent = flufl.bounce.all_failures(report.message)
     except Exception:
-        # The heuristics are third-party code run on hostile input; a crash means no finding.
-        log.warning("flufl.bounce failed on a message", exc_info=True)
-        raise NotABounce("a delivery failure notice in no format this reader knows") from None
+        # Some detectors expect every header to be a str, and the email package hands them an
+        # object instead when a field holds raw 8-bit bytes (an old server's "Système" in From),
+        # and then no detector after them runs. flufl reports ASCII addresses only, so an ASCII
+        # copy of the message loses nothing.
+        try:
+            ascii_copy = BytesParser(policy=compat32).parsebytes(_NON_ASCII.sub(b"?", head))
+            temporary, permanent = flufl.bounce.all_failures(ascii_copy)
+        except Exception:
+            log.info("flufl.bounce failed on a message", exc_info=True)
+            raise NotABounce("a delivery failure notice in no format known here") from None
     text = _report_text(report.texts)
     common = _common(report, text=text)
     # A text delay warning reads much like a bounce, and the heuristics take its addresses for
@@ -449,9 +466,9 @@ def _text_of(part: Message) -> str:
     data = data[:_TEXT_BYTES]
     charset = part.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, "replace")
+        return _clean(data.decode(charset, "replace"))
     except (LookupError, ValueError):
-        return data.decode("utf-8", "replace")
+        return _clean(data.decode("utf-8", "replace"))
 
 
 def _all(message: Message, name: str) -> list[str]:
