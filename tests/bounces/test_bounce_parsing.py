@@ -7,7 +7,6 @@ qmail, Exchange (old and Office 365), Gmail and Yahoo produce; see fixtures/READ
 from __future__ import annotations
 
 import random
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -499,19 +498,11 @@ def test_a_dsn_block_without_a_status_or_recipient() -> None:
         "soft", None, None, "")
 
 
-# Size and time
+# Size (how long these take is printed by bench/bounces.py, not asserted here)
 
 
-def _best_of_three(raw: bytes) -> float:
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        parse_or_refuse(raw)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def test_a_10_mb_report_is_read_in_milliseconds() -> None:
+def big_report() -> bytes:
+    """The Postfix fixture with a PDF attached, up to the size limit."""
     raw = load("postfix_user_unknown.eml")
     end = raw.rindex(b"--=_msv_5c1e0b7d2f9a4e8c6b3d1a0f--")
     attachment = (b"--=_msv_5c1e0b7d2f9a4e8c6b3d1a0f\nContent-Type: application/pdf\n"
@@ -519,10 +510,13 @@ def test_a_10_mb_report_is_read_in_milliseconds() -> None:
     filler = b"JVBERi0xLjcKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k\n"
     tail = raw[end:]
     room = MAX_MESSAGE_BYTES - len(raw) - len(attachment)
-    big = raw[:end] + attachment + filler * (room // len(filler)) + tail
-    assert MAX_MESSAGE_BYTES - len(filler) < len(big) <= MAX_MESSAGE_BYTES
+    return raw[:end] + attachment + filler * (room // len(filler)) + tail
+
+
+def test_a_10_mb_report_is_read() -> None:
+    big = big_report()
+    assert MAX_MESSAGE_BYTES - 100 < len(big) <= MAX_MESSAGE_BYTES
     assert summary(parse_message(big)) == EXPECTED["postfix_user_unknown.eml"]
-    assert _best_of_three(big) < 0.5
 
 
 HOSTILE = {
@@ -544,7 +538,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_10_mb_messages_are_refused_or_read_quickly(name: str) -> None:
+def test_hostile_10_mb_messages_are_refused_or_read(name: str) -> None:
     raw = HOSTILE[name][:MAX_MESSAGE_BYTES]
     assert len(raw) > 9_000_000
-    assert _best_of_three(raw) < 1.0
+    parse_or_refuse(raw)  # events, NotABounce or Unreadable: never anything else
