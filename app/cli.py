@@ -384,7 +384,7 @@ def bounces_ingest(
 ) -> None:
     """Ingest one raw bounce or complaint report (for an MTA pipe: `missive bounces ingest -`)."""
     from app.bounces import parse
-    from app.bounces.router import ingest_raw
+    from app.bounces.service import ingest_message
     from app.db import session_scope
 
     limit = parse.MAX_MESSAGE_BYTES
@@ -400,7 +400,7 @@ def bounces_ingest(
         fail(f"the message is larger than {limit} bytes")
     try:
         with session_scope() as session:
-            result = ingest_raw(session, raw)
+            result = ingest_message(session, raw)
     except OperationalError as exc:
         fail(f"cannot use the database, try again later: {str(exc.orig or exc).splitlines()[0]}",
              EX_TEMPFAIL)

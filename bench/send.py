@@ -71,6 +71,8 @@ def main() -> int:
     parser.add_argument("--pg", default="postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
+    # Stopped from outside: still stop the workers and drop the database (the `finally` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     if not Path(sink_bin).exists():
@@ -200,6 +202,11 @@ def main() -> int:
         get_engine().dispose()
         admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         shutil.rmtree(var, ignore_errors=True)
+        import redis
+
+        client = redis.Redis.from_url(args.redis)
+        for key in client.scan_iter(match=f"missive-bench-{run}:*", count=1000):
+            client.delete(key)
 
 
 if __name__ == "__main__":

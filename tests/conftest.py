@@ -78,6 +78,9 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        # The bytes as received (for checks a re-serialisation would spoil, such as DKIM).
+        self.raw: list[bytes] = []
+        self.arrived: list[float] = []  # time.time() of each message
         self.lock = threading.Condition()
         # Per-recipient scripted replies, e.g. {"x@example.org": "550 5.1.1 no such user"}.
         self.reject: dict[str, str] = {}
@@ -87,11 +90,15 @@ class Inbox:
         assert isinstance(msg, EmailMessage)
         with self.lock:
             self.messages.append((mail_from, rcpts, msg))
+            self.raw.append(data)
+            self.arrived.append(time.time())
             self.lock.notify_all()
 
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.raw.clear()
+            self.arrived.clear()
             self.reject.clear()
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[EmailMessage]:
@@ -111,7 +118,9 @@ class Inbox:
             return [m for _, rcpts, m in self.messages if address in rcpts]
 
 
-class _Handler:
+class SmtpHandler:
+    """Records each message in an Inbox; refuses recipients listed in `inbox.reject`."""
+
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
@@ -134,7 +143,7 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
 
     inbox = Inbox()
     port = free_port()
-    controller = Controller(_Handler(inbox), hostname="127.0.0.1", port=port)
+    controller = Controller(SmtpHandler(inbox), hostname="127.0.0.1", port=port)
     controller.start()
     yield port, inbox
     controller.stop()

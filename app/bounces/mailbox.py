@@ -92,7 +92,7 @@ def _quote(folder: str) -> str:
 
 def poll(config: MailboxConfig) -> PollResult:
     """Read the mailbox once; apply every report in it."""
-    from app.bounces.router import ingest_raw
+    from app.bounces.service import ingest_message
 
     result = PollResult()
     conn = _connect(config)
@@ -110,7 +110,7 @@ def poll(config: MailboxConfig) -> PollResult:
                 continue
             try:
                 with session_scope() as session:
-                    ingest_raw(session, raw)
+                    ingest_message(session, raw)
             except AppError as exc:
                 # Not ours to act on: keep it for a person, out of the way of the next round.
                 if not made_folder:

@@ -30,27 +30,12 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def ingest_raw(session: Any, raw: bytes) -> dict[str, Any]:
-    """Parse one raw message and apply it; 422 when it proves nothing."""
-    try:
-        events = parse.parse_message(raw)
-    except parse.Unreadable as exc:
-        raise Invalid(f"not a readable email message: {exc}") from exc
-    except parse.NotABounce as exc:
-        raise Invalid(f"not a bounce or complaint report: {exc}") from exc
-    applied = service.ingest(session, events, trusted=False)
-    if applied.recorded == 0 and applied.unmatched:
-        raise Invalid("the report matches none of our deliveries (its VERP address or "
-                      "Message-ID does not check out); nothing was changed")
-    return applied.as_dict()
-
-
 @router.post("/api/v1/bounces", summary="Ingest one raw bounce (DSN) or complaint (ARF)")
 async def post_bounce(request: Request, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     raw = await _body(request, MAX_BODY)
     if not raw.strip():
         raise Invalid("the body is empty: send one raw RFC 5322 message")
-    return await run_in_threadpool(ingest_raw, session, raw)
+    return await run_in_threadpool(service.ingest_message, session, raw)
 
 
 class BounceOut(BaseModel):

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from sqlalchemy import func, select
@@ -31,7 +32,7 @@ from app.errors import Invalid
 from app.newsletters.models import Newsletter
 from app.sending import verp
 from app.sending.models import Delivery, Send
-from app.signup.service import unsubscribe_token_for
+from app.signup.service import Outcome, unsubscribe, unsubscribe_token_for
 from app.subscribers.models import Subscriber, Subscription, Suppression
 from app.subscribers.service import Actor, set_status
 
@@ -52,6 +53,34 @@ class Applied:
     def as_dict(self) -> dict[str, Any]:
         return {"recorded": self.recorded, "ignored": self.ignored, "unmatched": self.unmatched,
                 "actions": self.actions or []}
+
+
+_UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_.\-]{10,512})\s*$", re.I)
+
+
+def ingest_message(session: Session, raw: bytes) -> dict[str, Any]:
+    """One raw message sent to the bounce address: a report (DSN, ARF) or a reader's
+    `mailto:` unsubscribe. 422 when it proves nothing; nothing is changed then."""
+    from app.bounces import parse
+
+    subject = BytesHeaderParser().parsebytes(raw[:65536]).get("Subject", "")
+    wanted = _UNSUBSCRIBE_SUBJECT.match(str(subject))
+    if wanted:
+        view = unsubscribe(session, wanted[1], Actor(source="mailto"))
+        if view.outcome is Outcome.INVALID:
+            raise Invalid("the unsubscribe request carries no valid token; nothing was changed")
+        return Applied(actions=["unsubscribed"]).as_dict()
+    try:
+        events = parse.parse_message(raw)
+    except parse.Unreadable as exc:
+        raise Invalid(f"not a readable email message: {exc}") from exc
+    except parse.NotABounce as exc:
+        raise Invalid(f"not a bounce or complaint report: {exc}") from exc
+    applied = ingest(session, events, trusted=False)
+    if applied.recorded == 0 and applied.unmatched:
+        raise Invalid("the report matches none of our deliveries (its VERP address or "
+                      "Message-ID does not check out); nothing was changed")
+    return applied.as_dict()
 
 
 def match_delivery(session: Session, event: BounceEvent) -> Delivery | None:

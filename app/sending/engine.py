@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -76,7 +76,6 @@ class DrainStats:
     unknown: int = 0
     windows: int = 0
     stopped_because: str = ""
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,14 +135,17 @@ class Drainer:
         self.worker = worker or worker_name()
         self.sleep = sleep
         self.stats = DrainStats()
-        self._last_beat = 0.0
+        # Claims walk pending rows upwards from here, so each claim starts where the last one
+        # ended instead of stepping over every row already sent (dead index entries until
+        # vacuum). Back to 0 for a full pass when nothing is left above it (retries, rows
+        # handed back by other workers).
+        self._floor = 0
 
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> DrainStats:
         with self.sessions.begin() as session:
             recover_expired_leases(session, self.send_id)
-        idle_rounds = 0
         while True:
             state = self._state()
             if state is None or state.status != "running":
@@ -155,14 +157,16 @@ class Drainer:
                 continue
             rows = self._claim()
             if rows:
-                idle_rounds = 0
+                self._floor = rows[-1].id
                 if not self._work(rows):
                     return self.stats
+                continue
+            if self._floor:
+                self._floor = 0
                 continue
             if not self._finish_or_wait():
                 self.stats.stopped_because = "others are finishing it"
                 return self.stats
-            idle_rounds += 1
 
     def _state(self) -> Send | None:
         with self.sessions() as session:
@@ -177,6 +181,7 @@ class Drainer:
                 .where(
                     Delivery.send_id == self.send_id,
                     Delivery.status == "pending",
+                    Delivery.id > self._floor,
                     or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                 )
                 .order_by(Delivery.id)
@@ -241,7 +246,11 @@ class Drainer:
         if s.send_rate > 0:
             window = max(1, min(window, int(s.send_rate)))
         prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)
+        claimed_at = time.monotonic()
         for start in range(0, len(rows), window):
+            if time.monotonic() - claimed_at > s.send_lease_seconds / 2:
+                self._extend_lease(rows[start:])
+                claimed_at = time.monotonic()
             part = rows[start:start + window]
             state = self._state()
             throttled = state is not None and _seconds_until(state.throttle_until) > 0
@@ -287,14 +296,6 @@ class Drainer:
                     .where(Delivery.id.in_([r[0] for r in eligible]),
                            Delivery.claimed_by == self.worker)
                     .values(started_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                # Keep the lease of the rest of this worker's batch fresh.
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.send_id == self.send_id, Delivery.status == "claimed",
-                           Delivery.claimed_by == self.worker)
-                    .values(lease_until=now + timedelta(seconds=self.settings.send_lease_seconds))
                     .execution_options(synchronize_session=False)
                 )
         return [
@@ -416,6 +417,18 @@ class Drainer:
     def _outage_started(self, send: Send, now: datetime) -> datetime:
         # The last success ends an outage; without one, the send's start does.
         return send.last_success_at or send.started_at or now
+
+    def _extend_lease(self, rows: list[_Row]) -> None:
+        """A slow batch (a throttled server, a low rate cap) keeps its rows."""
+        until = utcnow() + timedelta(seconds=self.settings.send_lease_seconds)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([r.id for r in rows]), Delivery.status == "claimed",
+                       Delivery.claimed_by == self.worker)
+                .values(lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
 
     def _release(self, rows: list[_Row]) -> None:
         """Hand back claimed rows that were not started (the send paused or was throttled)."""

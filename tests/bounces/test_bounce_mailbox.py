@@ -147,3 +147,22 @@ def test_bad_mailbox_urls():
     config = MailboxConfig.from_url("imaps://me%40x.org:p%2Fw@mail.example.org/Bounces")
     assert (config.username, config.password, config.port, config.folder, config.tls) == (
         "me@x.org", "p/w", 993, "Bounces", "ssl")
+
+
+def test_mailto_unsubscribe_in_the_bounce_mailbox(imap_server, issue, db):
+    from app.signup.service import unsubscribe_token
+    from app.subscribers.models import Subscription
+
+    add_readers(1)
+    sub = db.scalars(select(Subscription)).one()
+    token = unsubscribe_token(sub)
+    db.commit()
+    _append(imap_server, (f"From: reader0000000@example.org\r\nTo: bounces@news.example.org\r\n"
+                          f"Subject: unsubscribe {token}\r\n\r\n\r\n").encode())
+    _append(imap_server, b"From: x@example.org\r\nTo: bounces@news.example.org\r\n"
+                         b"Subject: unsubscribe not-a-real-token-at-all\r\n\r\n\r\n")
+    result = poll(MailboxConfig.from_url(
+        f"imap://bounces:s3cret@127.0.0.1:{imap_server}/INBOX?tls=none"))
+    assert (result.processed, result.set_aside) == (1, 1)
+    db.expire_all()
+    assert db.scalars(select(Subscription.status)).one() == "unsubscribed"

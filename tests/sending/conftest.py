@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
 
-from tests.conftest import ROOT, Inbox, _reset_caches, free_port, wait_until
+from tests.conftest import ROOT, Inbox, SmtpHandler, _reset_caches, free_port, wait_until
 
 SAMPLE_ISSUE = {
     "newsletter": "alliance-digest",
@@ -36,34 +36,16 @@ SAMPLE_ISSUE = {
 
 
 class Sink:
-    """An SMTP server on a fixed port that a test can stop and start again, recording the
-    envelope of each message."""
+    """The suite's SMTP handler on a port of its own, which a test can stop and start again."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.inbox = Inbox()
-        self.envelopes: list[tuple[str, str]] = []
         self.controller: Controller | None = None
 
     def start(self) -> None:
-        sink = self
-
-        class Handler:
-            async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                                  options: Any) -> str:
-                reply = sink.inbox.reject.get(address)
-                if reply:
-                    return reply
-                envelope.rcpt_tos.append(address)
-                return "250 OK"
-
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                for rcpt in envelope.rcpt_tos:
-                    sink.envelopes.append((envelope.mail_from, rcpt))
-                sink.inbox.add(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
-                return "250 2.0.0 accepted"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(SmtpHandler(self.inbox), hostname="127.0.0.1",
+                                     port=self.port)
         self.controller.start()
 
     def stop(self) -> None:
@@ -71,9 +53,15 @@ class Sink:
             self.controller.stop()
             self.controller = None
 
-    def recipients(self) -> list[str]:
+    @property
+    def envelopes(self) -> list[tuple[str, str]]:
+        """(envelope sender, recipient) of each message received, in order."""
         with self.inbox.lock:
-            return [r for _, r in self.envelopes]
+            return [(mail_from, r) for mail_from, rcpts, _ in self.inbox.messages
+                    for r in rcpts]
+
+    def recipients(self) -> list[str]:
+        return [r for _, r in self.envelopes]
 
 
 @pytest.fixture

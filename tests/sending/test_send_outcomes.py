@@ -125,3 +125,16 @@ def test_many_consecutive_failures_pause_the_send(client, auth, issue, sink, wor
     final = wait_done(client, auth, send_id, timeout=30, workers=workers)
     assert final["status"] == "done"
     assert final["sent"] == 40 - report["failed"]
+
+
+def test_send_rate_caps_all_workers_together(client, auth, issue, sink, workers):
+    add_readers(150)
+    workers.start(2, MISSIVE_SEND_RATE="50")
+    send_id = _start(client, auth, issue)
+    assert wait_done(client, auth, send_id, timeout=60, workers=workers)["sent"] == 150
+    arrived = sorted(sink.inbox.arrived)
+    # Two workers share one budget of 50 a second: 150 messages span at least two seconds,
+    # and no second of the clock saw more than the cap.
+    assert arrived[-1] - arrived[0] >= 2.0
+    per_second = Counter(int(t) for t in arrived)
+    assert max(per_second.values()) <= 50 + 5  # a message may land just past its second
