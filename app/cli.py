@@ -363,9 +363,8 @@ def issue_send(
         else:
             send = sending.schedule(session, issue_id, at=when, next_cadence_slot=next_slot,
                                     actor="cli")
-            report = sending.report(session, send)
-            message = (f"send {send.id} of issue {issue_id}: {report['status']}, "
-                       f"{report['total']} readers" if report["status"] == "running" else
+            message = (f"send {send.id} of issue {issue_id} starts now; follow it with "
+                       f"GET /api/v1/sends/{send.id}" if when is None and not next_slot else
                        f"send {send.id} of issue {issue_id} scheduled for "
                        f"{send.scheduled_at.isoformat()}")
     typer.echo(message)

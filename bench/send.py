@@ -170,7 +170,7 @@ def main() -> int:
                     peaks[pid] = max(peaks.get(pid, 0), peak_kib(pid))
             with session_scope() as session:
                 report = sending.report(session, sending.get(session, send_id))
-            if report["status"] != "running":
+            if report["status"] not in ("scheduled", "running"):
                 break
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
@@ -181,7 +181,7 @@ def main() -> int:
         out.write(f"status               {report['status']}  sent {report['sent']:,}  "
                   f"failed {report['failed']:,}  unknown {report['unknown']:,}\n")
         out.write(f"audience snapshot    {report['snapshot_seconds']:.2f}s "
-                  f"(trigger call {triggered:.2f}s)\n")
+                  f"(taken by a worker; the trigger call took {triggered:.2f}s)\n")
         out.write(f"end to end           {elapsed:.1f}s  →  {done / elapsed:,.0f} messages/s\n")
         worker_peaks = sorted(peaks.values(), reverse=True)
         out.write("worker peak memory   " + ", ".join(f"{k / 1024:.0f} MiB"

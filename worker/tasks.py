@@ -12,6 +12,7 @@ from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
 from app.mail.pipeline import PipelinedSmtpPool
 from app.mail.transport import SmtpTransport, Transport, from_url
+from app.sending import service as sending
 from app.sending import test_sends
 from app.sending.engine import BatchSender, Drainer, TransportBatcher
 from app.signup import service as signup
@@ -47,6 +48,12 @@ def send_confirmations(subscription_ids: list[int]) -> None:
 def send_welcome(subscription_id: int) -> None:
     with session_scope() as session:
         signup.deliver_welcome(session, subscription_id, transport())
+
+
+@celery.task(name="missive.start_send")
+def start_send(send_id: int) -> None:
+    with session_scope() as session:
+        sending.start(session, send_id)
 
 
 @celery.task(name="missive.drain_send")

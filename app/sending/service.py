@@ -108,11 +108,25 @@ def schedule(session: Session, issue_id: int, *, at: datetime | None, next_caden
     send = Send(issue=issue, status="scheduled", scheduled_at=at or now, created_by=actor)
     session.add(send)
     session.flush()
+    issues.set_status(session, issue, "scheduled", at=at)
     if at is None or at <= now:
-        begin(session, send)
-    else:
-        issues.set_status(session, issue, "scheduled", at=at)
+        # The snapshot of a large audience takes seconds: a worker takes it, not this request.
+        # Should the wake-up be lost, `beat` starts the send as due.
+        enqueue_after_commit(session, "missive.start_send", send.id)
     return send
+
+
+def start(session: Session, send_id: int) -> bool:
+    """Begin one scheduled send if it is due and nobody else is beginning it."""
+    send = session.scalars(
+        select(Send).where(Send.id == send_id, Send.status == "scheduled",
+                           Send.scheduled_at <= utcnow())
+        .with_for_update(skip_locked=True)
+    ).first()
+    if send is None:
+        return False
+    begin(session, send)
+    return True
 
 
 def begin(session: Session, send: Send) -> None:

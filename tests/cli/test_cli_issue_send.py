@@ -15,7 +15,7 @@ def test_send_now_and_again(test_env, issue, db):  # noqa: F811
     add_readers(3)
     result = missive("issue", "send", str(issue), env=test_env)
     assert result.returncode == 0, result.stderr
-    assert "running, 3 readers" in result.stdout
+    assert "starts now" in result.stdout
     assert "already has a send" in _one_line_error(
         missive("issue", "send", str(issue), env=test_env))
 
