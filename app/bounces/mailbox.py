@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from app.config import ConfigError, get_settings
 from app.db import session_scope
 from app.errors import AppError
+from app.mail.transport import client_tls_context
 
 log = logging.getLogger("missive.bounces.imap")
 
@@ -70,10 +70,7 @@ class PollResult:
 
 
 def _connect(config: MailboxConfig) -> imaplib.IMAP4:
-    context = ssl.create_default_context()
-    if not config.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context = client_tls_context(config.verify)
     conn: imaplib.IMAP4
     if config.tls == "ssl":
         conn = imaplib.IMAP4_SSL(config.host, config.port, ssl_context=context,

@@ -428,18 +428,12 @@ def prebuilt(issue: Issue, *, date: datetime | None = None) -> PrebuiltMessage:
 
 def recipient_for(subscription: Subscription, *, message_id: str | None = None) -> Recipient:
     """The personal parts for one subscription: its name, address and unsubscribe links."""
-    from app.signup.service import unsubscribe_token
+    from app.signup.service import unsubscribe_links, unsubscribe_token
 
-    settings = get_settings()
-    token = unsubscribe_token(subscription)
+    url, mailto = unsubscribe_links(unsubscribe_token(subscription))
     subscriber = subscription.subscriber
-    return Recipient(
-        email=subscriber.email,
-        name=subscriber.name,
-        unsubscribe_url=f"{settings.base_url}/u/{token}",
-        unsubscribe_mailto=f"mailto:{settings.bounce_address}?subject=unsubscribe%20{token}",
-        message_id=message_id,
-    )
+    return Recipient(email=subscriber.email, name=subscriber.name, unsubscribe_url=url,
+                     unsubscribe_mailto=mailto, message_id=message_id)
 
 
 def sample_recipient(session: Session, issue: Issue, subscriber_id: int | None) -> Recipient:

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.mail.transport import SmtpConfig, SmtpTransport, from_url
+from app.mail.transport import SmtpConfig, SmtpTransport, client_tls_context, from_url
 
 log = logging.getLogger("missive.mail.pipeline")
 
@@ -269,11 +269,7 @@ class PipelinedSmtpPool:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._context is None:
-            context = ssl.create_default_context()
-            if not self.config.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._context = context
+            self._context = client_tls_context(self.config.verify)
         return self._context
 
 

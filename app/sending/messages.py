@@ -15,7 +15,7 @@ from app.issues.render import PrebuiltMessage, Recipient, personalise
 from app.mail.pipeline import Outgoing
 from app.sending import verp
 from app.sending.models import Send
-from app.signup.service import unsubscribe_token_for
+from app.signup.service import unsubscribe_links, unsubscribe_token_for
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ def prebuilt_for_send(sessions: sessionmaker[Session], send_id: int) -> Prebuilt
 def outgoing(prebuilt: Prebuilt, *, delivery_id: int, email: str, name: str, email_key: str,
              subscription_id: int) -> Outgoing:
     """One reader's message, ready for SMTP: personal parts in, DKIM-signed when configured."""
-    settings = get_settings()
     token = unsubscribe_token_for(subscription_id, email_key)
+    url, mailto = unsubscribe_links(token)
     recipient = Recipient(
         email=email,
         name=name,
-        unsubscribe_url=f"{settings.base_url}/u/{token}",
-        unsubscribe_mailto=f"mailto:{settings.bounce_address}?subject=unsubscribe%20{token}",
+        unsubscribe_url=url,
+        unsubscribe_mailto=mailto,
         message_id=f"{delivery_id}.{prebuilt.send_id}.{token[-12:]}@{prebuilt.domain}",
     )
     message = personalise(prebuilt.message, recipient)

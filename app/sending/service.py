@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from app.bounces.service import counts_for_send
 from app.config import get_settings
 from app.db import utcnow
 from app.errors import Conflict, Invalid, NotFound
 from app.issues import service as issues
-from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
-from app.sending.engine import recover_expired_leases
+from app.sending.engine import finish, recover_expired_leases
 from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription, Suppression
 from app.validation import normalise_email
@@ -56,8 +56,6 @@ def report(session: Session, send: Send) -> dict[str, Any]:
         "snapshot_seconds": send.snapshot_seconds,
     }
     out["pending"] += out["in_flight"]
-    from app.bounces.service import counts_for_send
-
     out.update(counts_for_send(session, send.id))
     return out
 
@@ -277,11 +275,6 @@ def rekick_stalled(session: Session) -> list[int]:
             kick(session, send.id)
             stalled.append(send.id)
         else:
-            from app.sending.engine import finish
-
             finish(session, send.id)
     return stalled
 
-
-def issue_of(session: Session, send_id: int) -> Issue:
-    return get(session, send_id).issue

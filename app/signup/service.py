@@ -48,6 +48,14 @@ def unsubscribe_token_for(subscription_id: int, email_key: str) -> str:
     return sign("unsubscribe", {"s": subscription_id, "a": _fingerprint(email_key)})
 
 
+def unsubscribe_links(token: str) -> tuple[str, str]:
+    """The page (and RFC 8058 one-click) URL and the mailto: address for one token. The
+    mailto lands in the bounce mailbox, where `missive beat` honours it."""
+    settings = get_settings()
+    return (f"{settings.base_url}/u/{token}",
+            f"mailto:{settings.bounce_address}?subject=unsubscribe%20{token}")
+
+
 def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tuple[
     Subscription, datetime
 ]:
@@ -179,11 +187,18 @@ def _confirm_max_age() -> int:
     return get_settings().confirm_ttl_hours * 3600
 
 
+def _unsubscribe_target(session: Session, token: str) -> Subscription | None:
+    """The subscription an unsubscribe token names (it never expires), or None if forged."""
+    try:
+        return _load(session, "unsubscribe", token, None)[0]
+    except TokenInvalid:
+        return None
+
+
 def check_unsubscribe(session: Session, token: str) -> TokenView:
     """What an unsubscribe link points at, changing nothing."""
-    try:
-        sub, _ = _load(session, "unsubscribe", token, None)
-    except TokenInvalid:
+    sub = _unsubscribe_target(session, token)
+    if sub is None:
         return TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "unsubscribed" else Outcome.CONFIRMED
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
@@ -191,9 +206,8 @@ def check_unsubscribe(session: Session, token: str) -> TokenView:
 
 def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Unsubscribe the reader behind `token` from its newsletter, at once."""
-    try:
-        sub, _ = _load(session, "unsubscribe", token, None)
-    except TokenInvalid:
+    sub = _unsubscribe_target(session, token)
+    if sub is None:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if sub.status == "unsubscribed":
@@ -205,9 +219,8 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
 
 def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Undo an unsubscribe from its own link (the reader changed their mind at once)."""
-    try:
-        sub, _ = _load(session, "unsubscribe", token, None)
-    except TokenInvalid:
+    sub = _unsubscribe_target(session, token)
+    if sub is None:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
@@ -220,9 +233,8 @@ def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
 
 def unsubscribe_everywhere(session: Session, token: str, actor: Actor) -> TokenView:
     """Leave every newsletter this reader is on."""
-    try:
-        sub, _ = _load(session, "unsubscribe", token, None)
-    except TokenInvalid:
+    sub = _unsubscribe_target(session, token)
+    if sub is None:
         return TokenView(Outcome.INVALID)
     for other in list(sub.subscriber.subscriptions):
         if other.status != "unsubscribed":
@@ -282,7 +294,7 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
         return False
     if sub.confirmed_at and _mailed_since(session, sub, "welcome-mailed", sub.confirmed_at):
         return False
-    unsubscribe_url = f"{settings.base_url}/u/{unsubscribe_token(sub)}"
+    unsubscribe_url, mailto = unsubscribe_links(unsubscribe_token(sub))
     message = compose.build(
         template="welcome",
         newsletter=sub.newsletter,
@@ -291,7 +303,7 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
         context={"subscriber": sub.subscriber, "unsubscribe_url": unsubscribe_url,
                  "archive_url": f"{settings.base_url}/archive/{sub.newsletter.slug}"},
         headers={
-            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
     )

@@ -11,9 +11,6 @@ from app.db import Base, utcnow
 if TYPE_CHECKING:
     from app.newsletters.models import Newsletter
 
-SUBSCRIPTION_STATUSES = ("pending", "active", "unsubscribed")
-SUPPRESSION_REASONS = ("bounced", "complained", "manual")
-
 
 class Subscriber(Base):
     """A reader, one per address. `email_key` (the address lowercased) makes it unique."""

@@ -23,15 +23,6 @@ def get_by_email_key(session: Session, key: str) -> Subscriber | None:
     return session.scalars(select(Subscriber).where(Subscriber.email_key == key)).first()
 
 
-def by_email_keys(session: Session, keys: Iterable[str]) -> dict[str, Subscriber]:
-    """Subscribers for a batch of addresses, keyed by `email_key`."""
-    keys = list(keys)
-    if not keys:
-        return {}
-    rows = session.scalars(select(Subscriber).where(Subscriber.email_key.in_(keys)))
-    return {s.email_key: s for s in rows}
-
-
 def subscription(session: Session, subscriber_id: int, newsletter_id: int) -> Subscription | None:
     return session.scalars(
         select(Subscription).where(
@@ -39,20 +30,6 @@ def subscription(session: Session, subscriber_id: int, newsletter_id: int) -> Su
             Subscription.newsletter_id == newsletter_id,
         )
     ).first()
-
-
-def subscriptions_for(
-    session: Session, subscriber_ids: Iterable[int], newsletter_id: int
-) -> dict[int, Subscription]:
-    ids = list(subscriber_ids)
-    if not ids:
-        return {}
-    rows = session.scalars(
-        select(Subscription).where(
-            Subscription.newsletter_id == newsletter_id, Subscription.subscriber_id.in_(ids)
-        )
-    )
-    return {s.subscriber_id: s for s in rows}
 
 
 def suppression_reasons(session: Session, keys: Iterable[str]) -> dict[str, str]:
