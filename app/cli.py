@@ -19,8 +19,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.config import ConfigError, get_settings
 from app.errors import AppError
+from app.mail.urls import MaildirConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 app = typer.Typer(help="Missive: self-hosted newsletter distribution.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -107,6 +107,7 @@ def beat(interval: Annotated[float, typer.Option(min=0.5)] = 30.0) -> None:
     """Run the scheduler: housekeeping now; scheduled sends as they come."""
     from app import beat as scheduler
 
+    get_settings()  # a bad setting stops here with one line, not in every tick's log
     scheduler.run_forever(interval=interval)
 
 
@@ -115,6 +116,7 @@ def beat(interval: Annotated[float, typer.Option(min=0.5)] = 30.0) -> None:
 def up(host: str = "127.0.0.1", port: int = 8000,
        concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
     """Run web, worker and scheduler together on this machine until interrupted."""
+    get_settings()
     _run_together(host, port, concurrency)
 
 
@@ -171,7 +173,8 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
         sample = demo.sample_issue(session, newsletter)
         preview = issues.to_out(sample).preview_url if sample else ""
         sample_id = sample.id if sample else 0
-    settings = get_settings()
+    mail = get_settings().mail
+    outbox = mail.path if isinstance(mail, MaildirConfig) else '(SMTP: see MISSIVE_MAIL_URL)'
     out = Console(soft_wrap=True)
     auth_header = f"-H 'Authorization: Bearer {token}'"
     out.print(f"""
@@ -180,7 +183,7 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
   Admin (API docs) {base}/docs
   Sign-up page     {base}/subscribe/{demo.SLUG}
   Sample issue     {preview}
-  Outbox           {settings.mail_url.removeprefix('maildir://')}/new
+  Outbox           {outbox}/new
   Editor token     {token}
 
   Subscribers:     curl {auth_header} {base}/api/v1/subscribers
@@ -196,10 +199,12 @@ def _upgrade() -> None:
     from alembic import command
     from alembic.config import Config
 
+    from app import resources
+
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config()
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("script_location", str(resources.MIGRATIONS))
     cfg.attributes["configure_logger"] = False
     command.upgrade(cfg, "head")
 

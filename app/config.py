@@ -10,14 +10,17 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.errors import ConfigError as ConfigError  # raised here; most callers import it from here
+from app.mail.urls import MailboxConfig, MaildirConfig, SmtpConfig, parse_imap_url, parse_mail_url
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says what to change."""
+# URL settings that may carry a password in their user part; a repr shows them without it.
+_URL_SETTINGS = ("database_url", "broker_url", "redis_url")
 
 
 class Settings(BaseSettings):
@@ -30,9 +33,10 @@ class Settings(BaseSettings):
     broker_url: str = ""
     redis_url: str = ""
     redis_prefix: str = "missive:"
-    mail_url: str = ""
+    # Parsed and checked as settings load (app/mail/urls.py); it may carry the SMTP password.
+    mail_url: SecretStr = SecretStr("")
     base_url: str = "http://127.0.0.1:8000"
-    secret_key: str = ""
+    secret_key: SecretStr = SecretStr("")
     bounce_address: str = "bounces@localhost"
     send_rate: float = 0
     dkim_selector: str = ""
@@ -58,9 +62,9 @@ class Settings(BaseSettings):
     sendgrid_public_key: str = ""
     # Postmark: the HTTP Basic credentials written into the webhook URL.
     postmark_user: str = ""
-    postmark_password: str = ""
+    postmark_password: SecretStr = SecretStr("")
     # Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp + token).
-    mailgun_signing_key: str = ""
+    mailgun_signing_key: SecretStr = SecretStr("")
 
     # Sending. A worker claims `send_batch` ledger rows at a time and hands them to SMTP in
     # windows of `send_window` (the most that can be left `unknown` if it is killed).
@@ -81,7 +85,7 @@ class Settings(BaseSettings):
     complaint_block_rate: float = Field(default=0.003, gt=0, le=1)
     # A bounce mailbox read by `missive beat`: imaps://user:pass@host:993/INBOX (or imap://
     # with ?tls=starttls); what cannot be parsed is moved to the folder ?failed=… for a person.
-    bounce_imap_url: str = ""
+    bounce_imap_url: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -90,13 +94,32 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'missive.db'}"
         if not self.broker_url:
             self.broker_url = "filesystem://"
-        if not self.mail_url:
-            self.mail_url = f"maildir://{self.var_dir / 'outbox'}"
+        if not self.mail_url.get_secret_value():
+            self.mail_url = SecretStr(f"maildir://{self.var_dir / 'outbox'}")
+        # Both raise ConfigError, which pydantic passes through as it is: one line to the user.
+        parse_mail_url(self.mail_url)
+        if self.bounce_imap_url.get_secret_value():
+            parse_imap_url(self.bounce_imap_url)
         self.base_url = self.base_url.rstrip("/")
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ValueError("MISSIVE_BASE_URL must be an http:// or https:// URL")
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (_without_password(value) if name in _URL_SETTINGS else value)
+
+    @property
+    def mail(self) -> SmtpConfig | MaildirConfig:
+        """Where mail goes, from MISSIVE_MAIL_URL (checked when the settings loaded)."""
+        return parse_mail_url(self.mail_url)
+
+    @property
+    def bounce_imap(self) -> MailboxConfig | None:
+        """The bounce mailbox of MISSIVE_BOUNCE_IMAP_URL, or None when it is unset."""
+        return parse_imap_url(self.bounce_imap_url) if self.bounce_imap_url.get_secret_value() \
+            else None
 
     @property
     def embedded(self) -> bool:
@@ -109,10 +132,11 @@ class Settings(BaseSettings):
 
     def require_secret(self) -> str:
         """The signing key: configured, or in the embedded default generated once into var/."""
-        if self.secret_key:
-            if len(self.secret_key) < 16:
+        configured = self.secret_key.get_secret_value()
+        if configured:
+            if len(configured) < 16:
                 raise ConfigError("MISSIVE_SECRET_KEY is too short: use at least 16 characters")
-            return self.secret_key
+            return configured
         if not self.embedded:
             raise ConfigError(
                 "MISSIVE_SECRET_KEY is not set: it is required outside the embedded SQLite "
@@ -133,12 +157,35 @@ class Settings(BaseSettings):
                 pass
             finally:
                 tmp.unlink()
-        self.secret_key = key_file.read_text().strip()
-        return self.secret_key
+        self.secret_key = SecretStr(key_file.read_text().strip())
+        return self.secret_key.get_secret_value()
+
+
+def _without_password(url: Any) -> Any:
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's report as one line naming the environment variables to fix."""
+    problems = []
+    for error in exc.errors():
+        name = "MISSIVE_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(message if not error["loc"] else f"{name}: {message}")
+    return "; ".join(problems)
 
 
 @lru_cache
 def get_settings() -> Settings:
-    settings = Settings()
+    """The settings, loaded and checked once; ConfigError (one line) when they cannot work."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
     settings.require_secret()
     return settings

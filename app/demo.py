@@ -3,16 +3,15 @@ and an issue to preview."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import resources
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 
 SLUG = "alliance-digest"
-SAMPLE_ISSUE = Path(__file__).resolve().parent.parent / "samples" / "alliance-digest-2.22.yaml"
+SAMPLE_ISSUE = resources.SAMPLES / "alliance-digest-2.22.yaml"
 
 
 def load(session: Session) -> Newsletter:

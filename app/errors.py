@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says in one line what to change."""
+
+
 class AppError(Exception):
     """A refusal a user can act on. `detail` is shown to them as it is."""
 

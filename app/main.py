@@ -15,10 +15,11 @@ from app.errors import AppError
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.newsletters.router import router as newsletters_router
+from app.resources import STATIC
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
-from app.web import TEMPLATES_DIR, pages
+from app.web import pages
 
 
 def _wants_html(request: Request) -> bool:
@@ -63,7 +64,7 @@ def create_app() -> FastAPI:
     app.include_router(sending_router)
     app.include_router(bounces_router)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
-    app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False),
               name="static")
 
     @app.get("/healthz", include_in_schema=False)

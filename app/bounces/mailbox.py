@@ -13,53 +13,16 @@ import imaplib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.config import ConfigError, get_settings
 from app.db import session_scope
 from app.errors import AppError
 from app.mail.transport import client_tls_context
+from app.mail.urls import MailboxConfig as MailboxConfig  # the tests and beat import it here
 
 log = logging.getLogger("missive.bounces.imap")
 
 MAX_PER_ROUND = 500
-
-
-@dataclass(frozen=True)
-class MailboxConfig:
-    host: str
-    port: int
-    username: str
-    password: str
-    folder: str = "INBOX"
-    failed_folder: str = "Missive-Unprocessed"
-    tls: str = "ssl"  # ssl | starttls | none
-    verify: bool = True
-    timeout: float = 30.0
-
-    @classmethod
-    def from_url(cls, url: str) -> MailboxConfig:
-        """imaps://user:pass@host:993/INBOX?failed=Folder, or imap://…?tls=starttls|none."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("imap", "imaps"):
-            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL must be imaps:// or imap://")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        tls = query.get("tls", "ssl" if parts.scheme == "imaps" else "starttls")
-        if tls not in ("ssl", "starttls", "none"):
-            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL tls= must be ssl, starttls or none")
-        if not (parts.hostname and parts.username):
-            raise ConfigError("MISSIVE_BOUNCE_IMAP_URL needs a user and a host")
-        try:
-            port = parts.port or (993 if tls == "ssl" else 143)
-        except ValueError as exc:
-            raise ConfigError(f"MISSIVE_BOUNCE_IMAP_URL: {exc}") from exc
-        return cls(
-            host=parts.hostname, port=port, username=unquote(parts.username),
-            password=unquote(parts.password or ""),
-            folder=unquote(parts.path.lstrip("/")) or "INBOX",
-            failed_folder=query.get("failed", "Missive-Unprocessed"), tls=tls,
-            verify=query.get("verify", "1") not in ("0", "false", "no"),
-        )
 
 
 @dataclass
@@ -79,7 +42,7 @@ def _connect(config: MailboxConfig) -> imaplib.IMAP4:
         conn = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
         if config.tls == "starttls":
             conn.starttls(ssl_context=context)
-    conn.login(config.username, config.password)
+    conn.login(config.username, config.password.get_secret_value())
     return conn
 
 
@@ -137,7 +100,5 @@ def _message_bytes(fetched: list[Any]) -> bytes | None:
 
 def poll_configured() -> PollResult | None:
     """Poll MISSIVE_BOUNCE_IMAP_URL if it is set (called by `missive beat`)."""
-    url = get_settings().bounce_imap_url
-    if not url:
-        return None
-    return poll(MailboxConfig.from_url(url))
+    config = get_settings().bounce_imap
+    return poll(config) if config else None

@@ -524,7 +524,8 @@ def postmark_events(body: bytes, headers: Mapping[str, str]) -> list[BounceEvent
     user, password = given if given else (b"", b"")
     # Both compared, always, so the time taken does not tell which one was wrong.
     user_ok = hmac.compare_digest(user, _utf8(settings.postmark_user))
-    password_ok = hmac.compare_digest(password, _utf8(settings.postmark_password))
+    password_ok = hmac.compare_digest(password,
+                                      _utf8(settings.postmark_password.get_secret_value()))
     if not (given and user_ok and password_ok):
         raise WebhookRefused("the Postmark credentials are missing or wrong")
     payload = _load_json(body)
@@ -577,7 +578,7 @@ def mailgun_events(body: bytes, headers: Mapping[str, str]) -> list[BounceEvent]
     payload = _load_json(body)
     if not isinstance(payload, dict):
         raise Invalid("a Mailgun webhook post is a JSON object")
-    key = get_settings().mailgun_signing_key
+    key = get_settings().mailgun_signing_key.get_secret_value()
     if not key:
         raise WebhookRefused("Mailgun webhooks are not configured (MISSIVE_MAILGUN_SIGNING_KEY)")
     signature = _obj(payload.get("signature"))

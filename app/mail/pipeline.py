@@ -32,7 +32,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.mail.transport import SmtpConfig, SmtpTransport, client_tls_context, from_url
+from pydantic import SecretStr
+
+from app.mail.transport import client_tls_context
+from app.mail.urls import SmtpConfig, parse_mail_url
 
 log = logging.getLogger("missive.mail.pipeline")
 
@@ -125,13 +128,13 @@ class PipelinedSmtpPool:
         self._helo: bytes | None = None
 
     @classmethod
-    def from_url(cls, url: str, connections: int | None = None) -> PipelinedSmtpPool:
+    def from_url(cls, url: str | SecretStr, connections: int | None = None
+                 ) -> PipelinedSmtpPool:
         """A pool for an `smtp://` MISSIVE_MAIL_URL; `pool=` is the default for `connections`."""
-        if not url.startswith(("smtp://", "smtps://")):
+        config = parse_mail_url(url)
+        if not isinstance(config, SmtpConfig):
             raise ValueError("a pipelined pool needs an smtp:// or smtps:// mail URL")
-        transport = from_url(url)
-        assert isinstance(transport, SmtpTransport)
-        return cls(transport.config, connections or transport.config.pool)
+        return cls(config, connections or config.pool)
 
     def __enter__(self) -> PipelinedSmtpPool:
         return self
@@ -257,7 +260,7 @@ class PipelinedSmtpPool:
                 conn.wrap(self._tls_context(), c.host)
                 conn.ehlo(self._helo)
             if c.username:
-                conn.login(c.username, c.password or "")
+                conn.login(c.username, c.password.get_secret_value() if c.password else "")
         except _SetupFailed:
             conn.close()
             raise

@@ -13,12 +13,13 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from app.config import ConfigError
+from pydantic import SecretStr
+
+from app.mail.urls import MaildirConfig, parse_mail_url
+from app.mail.urls import SmtpConfig as SmtpConfig  # where the pool and pipeline import it
 
 
 def client_tls_context(verify: bool) -> ssl.SSLContext:
@@ -64,18 +65,6 @@ class MaildirTransport:
         self._box.close()
 
 
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str
-    port: int
-    tls: str = "none"  # none | starttls | ssl
-    username: str | None = None
-    password: str | None = None
-    pool: int = 4
-    timeout: float = 30.0
-    verify: bool = True
-
-
 class SmtpTransport:
     """A pool of persistent SMTP connections shared by the threads of one process.
 
@@ -101,7 +90,7 @@ class SmtpTransport:
             conn.starttls(context=context)
             conn.ehlo()
         if c.username:
-            conn.login(c.username, c.password or "")
+            conn.login(c.username, c.password.get_secret_value() if c.password else "")
         return conn
 
     def send(self, envelope_from: str, to: Sequence[str], message: bytes) -> None:
@@ -170,35 +159,9 @@ def _quietly_close(conn: smtplib.SMTP) -> None:
         conn.close()
 
 
-def from_url(url: str) -> Transport:
+def from_url(url: str | SecretStr) -> Transport:
     """The transport `url` describes, or ConfigError saying what is wrong with it."""
-    parts = urlsplit(url)
-    if parts.scheme == "maildir":
-        raw = unquote(url[len("maildir://"):])
-        if not raw:
-            raise ConfigError("MISSIVE_MAIL_URL maildir:// needs a path")
-        return MaildirTransport(Path(raw).expanduser().resolve())
-    if parts.scheme in ("smtp", "smtps"):
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        tls = query.get("tls", "ssl" if parts.scheme == "smtps" else "none")
-        if tls not in ("none", "starttls", "ssl"):
-            raise ConfigError("MISSIVE_MAIL_URL tls= must be none, starttls or ssl")
-        try:
-            pool = int(query.get("pool", "4"))
-            port = parts.port or (465 if tls == "ssl" else 25)
-        except ValueError as exc:
-            raise ConfigError(f"MISSIVE_MAIL_URL: {exc}") from exc
-        if not parts.hostname or pool < 1:
-            raise ConfigError("MISSIVE_MAIL_URL needs a host and pool >= 1")
-        return SmtpTransport(
-            SmtpConfig(
-                host=parts.hostname,
-                port=port,
-                tls=tls,
-                username=unquote(parts.username) if parts.username else None,
-                password=unquote(parts.password) if parts.password else None,
-                pool=pool,
-                verify=query.get("verify", "1") not in ("0", "false", "no"),
-            )
-        )
-    raise ConfigError(f"MISSIVE_MAIL_URL scheme {parts.scheme!r} is not smtp:// or maildir://")
+    config = parse_mail_url(url)
+    if isinstance(config, MaildirConfig):
+        return MaildirTransport(config.path)
+    return SmtpTransport(config)

@@ -145,7 +145,8 @@ def test_bad_mailbox_urls():
         with pytest.raises(ConfigError):
             MailboxConfig.from_url(url)
     config = MailboxConfig.from_url("imaps://me%40x.org:p%2Fw@mail.example.org/Bounces")
-    assert (config.username, config.password, config.port, config.folder, config.tls) == (
+    assert (config.username, config.password.get_secret_value(), config.port, config.folder,
+            config.tls) == (
         "me@x.org", "p/w", 993, "Bounces", "ssl")
 
 

@@ -11,6 +11,7 @@ import secrets
 import time
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.config import get_settings
@@ -50,7 +51,7 @@ def _mailgun(event: dict, *, token: str | None = None, key: str = MAILGUN_KEY) -
 
 
 def test_mailgun_complaint_then_replay(client, reader, db, monkeypatch):
-    monkeypatch.setattr(get_settings(), "mailgun_signing_key", MAILGUN_KEY)
+    monkeypatch.setattr(get_settings(), "mailgun_signing_key", SecretStr(MAILGUN_KEY))
     event = {"event": "complained", "recipient": reader, "timestamp": time.time(),
              "message": {"headers": {"message-id": "x@example.org"}}}
     token = secrets.token_hex(25)
@@ -68,7 +69,7 @@ def test_mailgun_complaint_then_replay(client, reader, db, monkeypatch):
 
 
 def test_mailgun_forged_signature_changes_nothing(client, reader, db, monkeypatch):
-    monkeypatch.setattr(get_settings(), "mailgun_signing_key", MAILGUN_KEY)
+    monkeypatch.setattr(get_settings(), "mailgun_signing_key", SecretStr(MAILGUN_KEY))
     event = {"event": "failed", "severity": "permanent", "recipient": reader,
              "delivery-status": {"code": 550, "message": "5.1.1 no such user"}}
     r = client.post("/webhooks/mailgun", content=_mailgun(event, key="key-" + "9" * 32))
@@ -78,7 +79,7 @@ def test_mailgun_forged_signature_changes_nothing(client, reader, db, monkeypatc
 
 def test_postmark_needs_its_credentials(client, reader, db, monkeypatch):
     monkeypatch.setattr(get_settings(), "postmark_user", "pm")
-    monkeypatch.setattr(get_settings(), "postmark_password", "pw")
+    monkeypatch.setattr(get_settings(), "postmark_password", SecretStr("pw"))
     body = json.dumps({"RecordType": "Bounce", "Type": "HardBounce", "Email": reader,
                        "Details": "smtp;550 5.1.1 unknown user",
                        "BouncedAt": "2026-11-26T08:00:00Z"}).encode()
@@ -96,7 +97,7 @@ def test_postmark_needs_its_credentials(client, reader, db, monkeypatch):
 @pytest.mark.parametrize("path", ["/webhooks/ses", "/webhooks/sendgrid", "/webhooks/postmark",
                                   "/webhooks/mailgun", "/api/v1/bounces"])
 def test_garbage_and_huge_bodies_are_4xx(client, auth, path, monkeypatch):
-    monkeypatch.setattr(get_settings(), "mailgun_signing_key", MAILGUN_KEY)
+    monkeypatch.setattr(get_settings(), "mailgun_signing_key", SecretStr(MAILGUN_KEY))
     for body in (b"", b"\x00\xff garbage {", b"[]"):
         r = client.post(path, content=body, headers=auth)
         assert 400 <= r.status_code < 500, (path, body, r.status_code)

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
 from app.bounces import webhooks
 from app.bounces.events import BounceEvent
@@ -105,8 +106,8 @@ def configured(monkeypatch: pytest.MonkeyPatch, ec_key: ec.EllipticCurvePrivateK
     monkeypatch.setattr(settings, "ses_auto_confirm", False)
     monkeypatch.setattr(settings, "sendgrid_public_key", base64.b64encode(der).decode())
     monkeypatch.setattr(settings, "postmark_user", POSTMARK_USER)
-    monkeypatch.setattr(settings, "postmark_password", POSTMARK_PASSWORD)
-    monkeypatch.setattr(settings, "mailgun_signing_key", MAILGUN_KEY)
+    monkeypatch.setattr(settings, "postmark_password", SecretStr(POSTMARK_PASSWORD))
+    monkeypatch.setattr(settings, "mailgun_signing_key", SecretStr(MAILGUN_KEY))
     webhooks._certificates.clear()
     yield
     webhooks._certificates.clear()
@@ -822,7 +823,7 @@ def test_mailgun_timestamp_far_from_now_is_refused(offset):
 
 
 def test_mailgun_unset_key_refuses(monkeypatch):
-    monkeypatch.setattr(get_settings(), "mailgun_signing_key", "")
+    monkeypatch.setattr(get_settings(), "mailgun_signing_key", SecretStr(""))
     with pytest.raises(WebhookRefused, match="not configured"):
         webhooks.mailgun_events(mailgun_body(MAILGUN_FAILED, key=""), {})
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 
 from app.mail.pipeline import (
     UNKNOWN_REPLY,
@@ -659,7 +660,7 @@ def test_tls_and_auth(certificate: ssl.SSLContext, tls: str, mechanism: str,
                                             pipelining=pipelining)
     try:
         good = pool_for(port, connections=2, tls=tls, verify=False, username="editor",
-                        password="s3cret pass")
+                        password=SecretStr("s3cret pass"))
         items = batch(range(20))
         assert all(o.sent for o in good.send_many(items))
         assert all(o.sent for o in good.send_many(batch(range(20, 30))))
@@ -668,12 +669,13 @@ def test_tls_and_auth(certificate: ssl.SSLContext, tls: str, mechanism: str,
         assert {r: d for _, r, d in recorder.received}[rcpt(3)] == items[3].message
         assert len(recorder.peers) == 2
 
-        wrong = pool_for(port, tls=tls, verify=False, username="editor", password="wrong")
+        wrong = pool_for(port, tls=tls, verify=False, username="editor",
+                         password=SecretStr("wrong"))
         results = wrong.send_many(batch(range(40, 45)))
         assert all(o.code == 0 and o.temporary for o in results)
         assert "AUTH refused: 535" in results[0].reply
 
-        strict = pool_for(port, tls=tls, username="editor", password="s3cret pass")
+        strict = pool_for(port, tls=tls, username="editor", password=SecretStr("s3cret pass"))
         results = strict.send_many(batch(range(50, 55)))  # a self-signed certificate
         assert all(o.code == 0 and o.temporary for o in results)
         assert "CERTIFICATE_VERIFY_FAILED" in results[0].reply
