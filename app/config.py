@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError as ConfigError  # raised here; most callers import it from here
@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         if scheme not in ("http", "https"):
             raise ValueError("MISSIVE_BASE_URL must be an http:// or https:// URL")
         return self
+
+    @field_serializer(*_URL_SETTINGS)
+    def _dump_without_password(self, url: str) -> str:
+        return str(_without_password(url))
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
