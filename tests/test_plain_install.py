@@ -44,6 +44,7 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
+from tests.test_docker_files import dockerfile_healthcheck
 
 # Top-level entries of the checkout the build never needs (and a stale `build/` would spoil).
 NOT_COPIED = {".git", ".venv", "var", "build", "dist", "tests", "bench", ".env", ".ci",
@@ -231,6 +232,8 @@ def test_installed_web_worker_and_beat_send_an_issue(service: Service, inbox: In
             return False
 
     wait_until(web_up, timeout=90, what="the installed web server")
+    # The image's HEALTHCHECK command passes against it (the image runs this same install).
+    service.run(*[arg.replace(":8000/", f":{service.port}/") for arg in dockerfile_healthcheck()])
     wait_until(lambda: service.alive() or "ready." in service.log("worker"), timeout=90,
                what="the installed worker")
 
