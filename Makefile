@@ -8,7 +8,7 @@ PORT ?= 8000
 
 .PHONY: run test lint install system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/missive quickstart --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app worker tests migrations bench
+	$(BIN)/ruff check app worker tests migrations bench setup.py
 	$(BIN)/mypy
 
 # Debian packages the tests drive as real servers and tools: Chromium for the browser tests
