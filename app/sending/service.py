@@ -16,7 +16,8 @@ from app.errors import Conflict, Invalid, NotFound
 from app.issues import service as issues
 from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
-from app.sending.engine import finish, recover_expired_leases
+from app.sending import ledger
+from app.sending.engine import finish
 from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription, Suppression
 from app.validation import normalise_email
@@ -265,7 +266,7 @@ def rekick_stalled(session: Session) -> list[int]:
     quiet_since = utcnow() - timedelta(seconds=settings.send_rekick_seconds)
     stalled = []
     for send in session.scalars(select(Send).where(Send.status == "running")):
-        recover_expired_leases(session, send.id)
+        ledger.recover(session, send.id)
         if send.last_activity_at and send.last_activity_at > quiet_since:
             continue
         has_open = session.scalar(select(exists().where(
