@@ -365,8 +365,11 @@ class Drainer:
         finally:
             heartbeat.stop()
             with self._ledger_lock, self.sessions.begin() as session:
-                self.stats.deferred += ledger.release(session, send_id=self.send_id,
-                                                      token=claim.token)
+                released = ledger.release(session, send_id=self.send_id, token=claim.token)
+            if released:
+                log.info("send %s: handed back %d claimed rows not started", self.send_id,
+                         released)
+            self.stats.deferred += released
 
     def _windows(self, claim: _Claim) -> bool:
         s = self.settings
@@ -383,6 +386,7 @@ class Drainer:
             if state is None or state.status != "running":
                 return False
             if _seconds_until(state.throttle_until) > 0:
+                log.info("send %s: throttled until %s", self.send_id, state.throttle_until)
                 return True
             part = rows[start:start + window]
             if not throughput.acquire(len(part), stop=self.stop.is_set):
@@ -391,6 +395,8 @@ class Drainer:
             # The heartbeat should keep half a lease ahead; if it fell behind, renew now, so no
             # window starts on a lease about to run out.
             if claim.remaining() < claim.lease_seconds / 2 and not self.renew(claim):
+                log.warning("send %s: the claim's lease ran out before its window; %d rows "
+                            "left to others", self.send_id, len(rows) - start)
                 self.stats.lost += len(rows) - start
                 return True
             outgoing = self._prepare(part, prebuilt, claim)
@@ -419,7 +425,10 @@ class Drainer:
                                               reason=SKIP_REASON)
             started = ledger.fence(session, send_id=self.send_id, ids=[o.key for o in built],
                                    token=claim.token)
-        self.stats.lost += len(built) - len(started)
+        if len(started) < len(built):
+            log.warning("send %s: %d of %d rows of a window were no longer held; not mailed",
+                        self.send_id, len(built) - len(started), len(built))
+            self.stats.lost += len(built) - len(started)
         return [o for o in built if o.key in started]
 
     def _record(self, outcomes: list[Outcome], part: list[ledger.ClaimedRow],

@@ -101,7 +101,10 @@ def claim(session: Session, *, send_id: int, worker: str, token: int, after_id: 
     `FOR UPDATE SKIP LOCKED` lets any number of workers claim side by side on PostgreSQL;
     SQLite has no row locks and ignores it (its one writer at a time serialises claims).
     """
-    ids = (
+    # A CTE, evaluated once: as `id IN (subquery)` the planner may run the subquery again for
+    # each row it updates, and with SKIP LOCKED each run can pick other rows (measured: one
+    # claim of LIMIT 64 took 872 rows).
+    picked = (
         select(Delivery.id)
         .where(
             Delivery.send_id == send_id,
@@ -112,11 +115,12 @@ def claim(session: Session, *, send_id: int, worker: str, token: int, after_id: 
         .order_by(Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     result = session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.status == "pending")
+        .where(Delivery.id == picked.c.id)
         .values(status="claimed", claimed_by=worker, claim_token=token,
                 lease_until=db_now(lease_seconds), started_at=None,
                 attempts=Delivery.attempts + 1)
