@@ -6,7 +6,9 @@ database says what is left to do.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import lru_cache
+from typing import Any
 
 from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
@@ -57,8 +59,13 @@ def start_send(send_id: int) -> None:
 
 
 @celery.task(name="missive.drain_send")
-def drain_send(send_id: int) -> None:
-    Drainer(send_id, sessions=get_sessionmaker(), sender=batch_sender()).run()
+def drain_send(send_id: int) -> dict[str, Any]:
+    stats = Drainer(send_id, sessions=get_sessionmaker(), sender=batch_sender()).run()
+    if stats.stopped_because == "worker stopping":
+        # This worker is shutting down and handed its rows back: wake another one now rather
+        # than when beat notices the send has gone quiet.
+        celery.send_task("missive.drain_send", args=[send_id])
+    return asdict(stats)
 
 
 @celery.task(name="missive.send_test", autoretry_for=(Exception,), retry_backoff=True,

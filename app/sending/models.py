@@ -72,6 +72,10 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # The fencing token of the claim that holds the row (fresh for every claim): a worker may
+    # mark started, and record outcomes for, only rows that still carry its token. Kept on a
+    # row that became `unknown`, so the worker that started it can still record what happened.
+    claim_token: Mapped[int | None] = mapped_column(BigInteger)
     lease_until: Mapped[datetime | None]
     # Set just before the SMTP exchange begins: a vanished worker's row with this set may have
     # been delivered, so it becomes `unknown` rather than `pending`.

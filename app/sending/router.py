@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.auth.deps import TokenDep
 from app.db import DbId, SessionDep
@@ -51,3 +51,38 @@ def resume_send(send_id: DbId, session: SessionDep, _: TokenDep) -> dict[str, An
 @router.post("/sends/{send_id}/cancel")
 def cancel_send(send_id: DbId, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return service.report(session, service.cancel(session, send_id))
+
+
+class UnknownSelection(BaseModel):
+    """Which `unknown` rows: listed delivery ids, or all of the send's."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        default=None, min_length=1, max_length=10000, description="delivery ids")
+    all: bool = Field(default=False, description="every unknown row of the send")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UnknownSelection:
+        if (self.ids is None) == (not self.all):
+            raise ValueError('give either "ids" or "all": true')
+        return self
+
+
+@router.get("/sends/{send_id}/unknown")
+def list_unknown(send_id: DbId, session: SessionDep, _: TokenDep,
+                 cursor: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=service.MAX_UNKNOWN_PAGE)] = 100,
+                 ) -> dict[str, Any]:
+    return service.unknown_deliveries(session, send_id, cursor=cursor, limit=limit)
+
+
+@router.post("/sends/{send_id}/unknown/mark-delivered")
+def mark_unknown_delivered(send_id: DbId, body: UnknownSelection, session: SessionDep,
+                           token: TokenDep) -> dict[str, Any]:
+    return service.mark_unknown_delivered(session, send_id, body.ids, actor=f"api:{token.name}")
+
+
+@router.post("/sends/{send_id}/unknown/resend")
+def resend_unknown(send_id: DbId, body: UnknownSelection, session: SessionDep,
+                   token: TokenDep) -> dict[str, Any]:
+    return service.resend_unknown(session, send_id, body.ids, actor=f"api:{token.name}")

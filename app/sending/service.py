@@ -16,7 +16,8 @@ from app.errors import Conflict, Invalid, NotFound
 from app.issues import service as issues
 from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
-from app.sending.engine import finish, recover_expired_leases
+from app.sending import ledger
+from app.sending.engine import finish
 from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription, Suppression
 from app.validation import normalise_email
@@ -265,7 +266,7 @@ def rekick_stalled(session: Session) -> list[int]:
     quiet_since = utcnow() - timedelta(seconds=settings.send_rekick_seconds)
     stalled = []
     for send in session.scalars(select(Send).where(Send.status == "running")):
-        recover_expired_leases(session, send.id)
+        ledger.recover(session, send.id)
         if send.last_activity_at and send.last_activity_at > quiet_since:
             continue
         has_open = session.scalar(select(exists().where(
@@ -278,3 +279,61 @@ def rekick_stalled(session: Session) -> list[int]:
             finish(session, send.id)
     return stalled
 
+
+
+# --- `unknown` rows: in flight when a worker lost them, never resent automatically -------------
+
+MAX_UNKNOWN_PAGE = 500
+
+
+def unknown_deliveries(session: Session, send_id: int, *, cursor: int = 0,
+                       limit: int = 100) -> dict[str, Any]:
+    """One page of a send's `unknown` rows (who, when the SMTP exchange began, the reply),
+    in id order after `cursor`."""
+    get(session, send_id)
+    page = ledger.unknown_page(session, send_id, after_id=cursor, limit=limit)
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+def mark_unknown_delivered(session: Session, send_id: int, ids: list[int] | None, *,
+                           actor: str) -> dict[str, Any]:
+    """The editor knows these readers got the issue (or accepts the risk that they did not):
+    their `unknown` rows (all of the send's when `ids` is None) become `sent`."""
+    send = get(session, send_id)
+    _check_unknown_ids(session, send, ids)
+    changed = ledger.mark_unknown_delivered(session, send.id, ids,
+                                            note=f"marked delivered by {actor}")
+    return {"changed": changed, "send": report(session, send)}
+
+
+def resend_unknown(session: Session, send_id: int, ids: list[int] | None, *,
+                   actor: str) -> dict[str, Any]:
+    """The editor accepts that these readers may get a second copy: their `unknown` rows (all
+    of the send's when `ids` is None) go back to `pending` and workers mail them again. A
+    finished send runs again for them; a cancelled one refuses (409)."""
+    send = get(session, send_id)
+    if send.status == "cancelled":
+        raise Conflict(f"send {send.id} is cancelled; its unknown rows can only be marked "
+                       "delivered")
+    _check_unknown_ids(session, send, ids)
+    changed = ledger.resend_unknown(session, send.id, ids, note=f"resent by {actor}")
+    if changed:
+        if send.status == "done":
+            send.status = "running"
+            send.finished_at = None
+        if send.status == "running":
+            send.last_activity_at = utcnow()
+            kick(session, send.id)
+    session.flush()
+    return {"changed": changed, "send": report(session, send)}
+
+
+def _check_unknown_ids(session: Session, send: Send, ids: list[int] | None) -> None:
+    if ids is None:
+        return
+    if not ids:
+        raise Invalid("list at least one delivery id, or ask for all")
+    wrong = ledger.not_unknown(session, send.id, ids)
+    if wrong:
+        raise Conflict({"message": f"not unknown deliveries of send {send.id}",
+                        "ids": wrong[:100]})

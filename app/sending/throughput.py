@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from app.config import get_settings
 from app.ratelimit import redis_client
@@ -16,15 +17,18 @@ _local_lock = threading.Lock()
 _local: dict[int, int] = {}
 
 
-def acquire(count: int) -> None:
-    """Block until `count` messages may go out under the global rate; return at once if uncapped."""
+def acquire(count: int, stop: Callable[[], bool] | None = None) -> bool:
+    """Block until `count` messages may go out under the global rate (at once if uncapped) and
+    return True; return False if `stop()` turns true while waiting."""
     settings = get_settings()
     rate = settings.send_rate
     if rate <= 0 or count <= 0:
-        return
+        return True
     per_second = max(1, int(rate))
     count = min(count, per_second)
     while True:
+        if stop is not None and stop():
+            return False
         second = int(time.time())
         if settings.redis_url:
             client = redis_client(settings.redis_url)
@@ -34,7 +38,7 @@ def acquire(count: int) -> None:
             pipe.expire(key, 5)
             used = int(pipe.execute()[0])
             if used <= per_second:
-                return
+                return True
             client.decrby(key, count)
         else:
             with _local_lock:
@@ -42,5 +46,5 @@ def acquire(count: int) -> None:
                 if used <= per_second:
                     _local.clear()
                     _local[second] = used
-                    return
+                    return True
         time.sleep(max(0.001, second + 1 - time.time()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -35,16 +36,33 @@ SAMPLE_ISSUE = {
 }
 
 
+class SlowHandler(SmtpHandler):
+    """The suite's handler, but it takes `delay[recipient]` seconds to answer that message's
+    final "." (once): a slow server."""
+
+    def __init__(self, inbox: Inbox, delay: dict[str, float]) -> None:
+        super().__init__(inbox)
+        self.delay = delay
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        wait = max((self.delay.pop(r, 0.0) for r in envelope.rcpt_tos), default=0.0)
+        if wait:
+            await asyncio.sleep(wait)
+        return reply
+
+
 class Sink:
     """The suite's SMTP handler on a port of its own, which a test can stop and start again."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.inbox = Inbox()
+        self.delay: dict[str, float] = {}
         self.controller: Controller | None = None
 
     def start(self) -> None:
-        self.controller = Controller(SmtpHandler(self.inbox), hostname="127.0.0.1",
+        self.controller = Controller(SlowHandler(self.inbox, self.delay), hostname="127.0.0.1",
                                      port=self.port)
         self.controller.start()
 
@@ -129,7 +147,7 @@ class Workers:
             self.procs.append(proc)
             self.logs.append(log)
             wait_until(lambda log=log, proc=proc: b"ready." in log.read_bytes()
-                       or proc.poll() is not None, timeout=30, what="a worker to start")
+                       or proc.poll() is not None, timeout=90, what="a worker to start")
             assert proc.poll() is None, log.read_text()[-3000:]
 
     def kill9(self) -> None:
@@ -138,6 +156,10 @@ class Workers:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs = []
+
+    def signal(self, index: int, sig: signal.Signals) -> None:
+        """Send `sig` to one worker and its pool (e.g. SIGSTOP, SIGCONT)."""
+        os.killpg(self.procs[index].pid, sig)
 
     def stop(self) -> None:
         for proc in self.procs:
