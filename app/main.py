@@ -7,6 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import models  # noqa: F401  (every table registered before the first query)
 from app.bounces.router import router as bounces_router
@@ -15,6 +16,9 @@ from app.errors import AppError
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.newsletters.router import router as newsletters_router
+from app.ops.health import router as health_router
+from app.ops.metrics import router as metrics_router
+from app.ops.middleware import RequestIdMiddleware
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
@@ -62,13 +66,17 @@ def create_app() -> FastAPI:
     app.include_router(archive_router)
     app.include_router(sending_router)
     app.include_router(bounces_router)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    app.add_middleware(RequestIdMiddleware)
+    proxies = get_settings().proxy_networks
+    if proxies:
+        # Only these peers may say who the client is (X-Forwarded-For): the rate limits and
+        # the consent log use that address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
               name="static")
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:

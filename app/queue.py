@@ -20,6 +20,9 @@ from app.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 _JOBS_KEY = "missive_jobs"
+BULK_QUEUE = "missive"
+TRANSACTIONAL_QUEUE = "transactional"
+TRANSACTIONAL_TASKS = ("missive.send_confirmations", "missive.send_welcome", "missive.send_test")
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -34,7 +37,10 @@ def make_celery(settings: Settings) -> Celery:
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "task_default_queue": "missive",
+        "task_default_queue": BULK_QUEUE,
+        # Mails a reader waits for go on a queue of their own, which `missive worker` serves
+        # in a process of its own: a long send never holds up a confirmation.
+        "task_routes": {name: {"queue": TRANSACTIONAL_QUEUE} for name in TRANSACTIONAL_TASKS},
     }
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
