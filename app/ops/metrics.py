@@ -154,16 +154,16 @@ class MissiveCollector(Collector):
         from app.sending.models import Delivery, Send
 
         with Session(get_engine()) as session:
-            sends = dict(session.execute(
-                select(Send.status, func.count()).group_by(Send.status)).tuples())
+            sends = _counts(session.execute(
+                select(Send.status, func.count()).group_by(Send.status)))
             active = select(Send.id).where(Send.status.in_(("running", "paused")))
-            rows = dict(session.execute(
+            rows = _counts(session.execute(
                 select(Delivery.status, func.count())
                 .where(Delivery.send_id.in_(active),
                        Delivery.status.in_(("pending", "claimed", "unknown")))
-                .group_by(Delivery.status)).tuples())
-            bounces = dict(session.execute(
-                select(BounceRecord.kind, func.count()).group_by(BounceRecord.kind)).tuples())
+                .group_by(Delivery.status)))
+            bounces = _counts(session.execute(
+                select(BounceRecord.kind, func.count()).group_by(BounceRecord.kind)))
         yield GaugeMetricFamily("missive_sends_running", "Sends being drained now",
                                 value=sends.get("running", 0))
         by_status = GaugeMetricFamily("missive_sends", "Sends by status", labels=["status"])
@@ -189,6 +189,10 @@ class MissiveCollector(Collector):
         for queue in (TRANSACTIONAL_QUEUE, BULK_QUEUE):
             lengths.add_metric([queue], queue_length(queue))
         yield lengths
+
+
+def _counts(rows: Iterable[Any]) -> dict[str, int]:
+    return {str(name): int(count) for name, count in rows}
 
 
 def queue_length(queue: str) -> int:
