@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +25,8 @@ from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
 from app.web import TEMPLATES_DIR, pages
+
+log = logging.getLogger("missive.web")
 
 
 def _wants_html(request: Request) -> bool:
@@ -51,7 +55,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app() -> FastAPI:
-    get_settings()  # refuse to start on a configuration that cannot work
+    settings = get_settings()  # refuse to start on a configuration that cannot work
     app = FastAPI(
         title="Missive",
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
@@ -69,7 +73,7 @@ def create_app() -> FastAPI:
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.add_middleware(RequestIdMiddleware)
-    proxies = get_settings().proxy_networks
+    proxies = settings.proxy_networks
     if proxies:
         # Only these peers may say who the client is (X-Forwarded-For): the rate limits and
         # the consent log use that address.
@@ -82,4 +86,12 @@ def create_app() -> FastAPI:
     def root() -> Response:
         return RedirectResponse("/docs")
 
+    log.info("web app on database %s, broker %s, mail %s; trusted proxies: %s",
+             _scheme(settings.database_url), _scheme(settings.broker_url),
+             _scheme(settings.mail_url), ", ".join(proxies) or "none")
     return app
+
+
+def _scheme(url: str) -> str:
+    # Only the kind of server: a URL may carry a password.
+    return url.split(":", 1)[0]

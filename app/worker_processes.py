@@ -36,7 +36,9 @@ def commands(concurrency: int, transactional_threads: int = TRANSACTIONAL_THREAD
              ) -> list[list[str]]:
     """The two Celery worker command lines: transactional first, then bulk."""
     settings = get_settings()
-    base = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+    # In JSON mode every line must be JSON: no startup banner then.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    base = [sys.executable, "-m", "celery", "-A", "worker.celery_app", *quiet, "worker",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if settings.embedded:
         # SQLite takes one writer at a time: one task at a time in each process.

@@ -106,6 +106,7 @@ def configure(process: str, log_format: str = "text", level: int = logging.INFO)
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings become records: one format, even for them
     # Libraries that say too much at INFO.
     for name in ("httpx", "urllib3", "amqp", "kombu"):
         logging.getLogger(name).setLevel(logging.WARNING)
