@@ -11,6 +11,18 @@ celery = get_celery()
 celery.conf.update(include=["worker.tasks"])
 
 
+def _configure_logging() -> None:
+    from app.config import get_settings
+    from app.ops import logs
+
+    logs.configure("worker", get_settings().log_format)
+
+
+# At import too, before Celery's own start-up warnings (e.g. running as root), so that those
+# come out in the same format.
+_configure_logging()
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not share the parent's database connections.
@@ -22,10 +34,7 @@ def _fresh_connections(**_: Any) -> None:
 @setup_logging.connect
 def _logging(**_: Any) -> None:
     # Connected, so Celery leaves logging to us: the same lines as the web and beat.
-    from app.config import get_settings
-    from app.ops import logs
-
-    logs.configure("worker", get_settings().log_format)
+    _configure_logging()
 
 
 # Tasks whose first argument is a send id: their log lines say which send.

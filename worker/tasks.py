@@ -6,6 +6,7 @@ database says what is left to do.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 from celery import Task
@@ -21,6 +22,8 @@ from app.sending import test_sends
 from app.sending.engine import BatchSender, Drainer, TransportBatcher
 from app.signup import service as signup
 from worker.celery_app import celery
+
+log = logging.getLogger("missive.worker")
 
 
 @lru_cache
@@ -66,7 +69,9 @@ def start_send(send_id: int) -> None:
 
 @celery.task(name="missive.drain_send")
 def drain_send(send_id: int) -> None:
-    Drainer(send_id, sessions=get_sessionmaker(), sender=batch_sender()).run()
+    stats = Drainer(send_id, sessions=get_sessionmaker(), sender=batch_sender()).run()
+    log.info("drain of send %s ended (%s): %s", send_id, stats.stopped_because or "?",
+             ", ".join(f"{k} {v}" for k, v in vars(stats).items() if k != "stopped_because"))
 
 
 @celery.task(name="missive.send_test", bind=True, max_retries=5)

@@ -64,6 +64,8 @@ def deliver_each(kind: str, items: Sequence[T], deliver: Callable[[Any, T], obje
             retry.append(item)
             tally["deferred"] += 1
     metrics.record_transactional(kind, tally)
+    log.info("%s mails: %s", kind, ", ".join(f"{n} {o}" for o, n in sorted(tally.items()))
+             or "nothing to send")
     return retry
 
 
