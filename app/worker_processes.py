@@ -6,9 +6,9 @@ stuck behind a send.
 - the bulk worker serves the `missive` queue: drain tasks that run for as long as a send lasts.
 
 One Celery worker serving both queues would not do: a drain task holds its pool slot for the
-whole send, so with every slot draining a confirmation waits until the send ends (measured with
-one worker of concurrency 1: 100% of sign-ups during a send waited for its end). Separate
-processes also keep a slow or stuck send from touching the transactional worker's memory.
+whole send, so with every slot draining a confirmation waits until the send ends. Measured with
+`bench/send.py -n 20000 --confirmations 10` (2 workers, same machine, same hour): one queue, 10
+of 10 sign-ups during the send waited for its end (median 88 s); two, median 0.4 s, max 2.9 s.
 
 The command forwards SIGTERM/SIGINT to both, relays their output, and stops (non-zero) if either
 dies on its own, so a supervisor (Docker, systemd) restarts the pair.

@@ -42,3 +42,21 @@ def test_metrics_token(client, monkeypatch):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert _samples(client, Authorization="Bearer s3cret-scrape-token")
+
+
+def test_maildir_batches_are_counted(client, tmp_path):
+    from app.mail.pipeline import Outgoing
+    from app.mail.transport import MaildirTransport
+    from app.ops.metrics import CountedSender
+    from app.sending.engine import TransportBatcher
+
+    sender = CountedSender(TransportBatcher(MaildirTransport(tmp_path / "outbox")))
+    before = _samples(client).get(("missive_deliveries_total", (("outcome", "sent"),)), 0)
+    message = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+    outcomes = sender.send_many([Outgoing(key=i, envelope_from="bounces@example.org",
+                                          recipient=f"r{i}@example.org", message=message)
+                                 for i in range(3)])
+    assert [o.sent for o in outcomes] == [True, True, True]
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 3
+    after = _samples(client)[("missive_deliveries_total", (("outcome", "sent"),))]
+    assert after == before + 3
