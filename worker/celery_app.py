@@ -5,7 +5,7 @@ from typing import Any
 
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
-from app.queue import get_celery
+from app.queue import REQUEST_ID_HEADER, get_celery
 
 celery = get_celery()
 celery.conf.update(include=["worker.tasks"])
@@ -48,6 +48,11 @@ def _bind_task(task_id: str = "", task: Any = None, args: Any = (), **_: Any) ->
     fields: dict[str, Any] = {"task": getattr(task, "name", "?"), "task_id": task_id}
     if fields["task"] in _SEND_TASKS and args:
         fields["send_id"] = args[0]
+    request = getattr(task, "request", None)
+    request_id = getattr(request, REQUEST_ID_HEADER, None) or (
+        getattr(request, "headers", None) or {}).get(REQUEST_ID_HEADER)
+    if request_id:
+        fields["request_id"] = request_id
     _tokens[task_id] = logs.bind(**fields)
 
 

@@ -52,6 +52,9 @@ def check_database(settings: Settings) -> None:
 def check_broker(settings: Settings) -> None:
     url = settings.broker_url
     if url.startswith("filesystem"):
+        from app.queue import get_celery
+
+        get_celery()  # makes the folders, as the first enqueue would
         folder = settings.broker_folder / "queue"
         if not os.access(folder, os.W_OK):
             raise OSError(f"broker folder {folder} is not writable")

@@ -15,7 +15,8 @@ def test_worker_json_lines_name_the_send_and_the_task(client, auth, issue, sink,
     assert r.status_code == 202, r.text
     send_id = r.json()["id"]
     assert wait_done(client, auth, send_id, workers=workers)["status"] == "done"
-    r = client.post("/subscribe/alliance-digest", json={"email": "logged@example.org"})
+    r = client.post("/subscribe/alliance-digest", json={"email": "logged@example.org"},
+                    headers={"X-Request-ID": "signup-trace-1"})
     assert r.status_code == 202
     wait_until(lambda: sink.inbox.to("logged@example.org"), timeout=30, what="the confirmation")
     log = workers.logs[0]
@@ -34,3 +35,5 @@ def test_worker_json_lines_name_the_send_and_the_task(client, auth, issue, sink,
     mail = [r for r in lines if r["logger"] == "missive.mail"]
     assert mail[0]["level"] == "INFO" and "1 sent" in mail[0]["message"]
     assert mail[0]["task"] == "missive.send_confirmations" and "send_id" not in mail[0]
+    # The sign-up's request id follows its confirmation into the worker.
+    assert mail[0]["request_id"] == "signup-trace-1"
