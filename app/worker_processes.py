@@ -10,8 +10,8 @@ whole send, so with every slot draining a confirmation waits until the send ends
 `bench/send.py -n 20000 --confirmations 10` (2 workers, same machine, same hour): one queue, 10
 of 10 sign-ups during the send waited for its end (median 88 s); two, median 0.4 s, max 2.9 s.
 
-The command forwards SIGTERM/SIGINT to both, relays their output, and stops (non-zero) if either
-dies on its own, so a supervisor (Docker, systemd) restarts the pair.
+The command forwards SIGTERM to both (Ctrl-C reaches them directly), relays their output, and
+stops (non-zero) if either dies on its own, so a supervisor (Docker, systemd) restarts the pair.
 """
 
 from __future__ import annotations
