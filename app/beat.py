@@ -43,7 +43,10 @@ def tick() -> None:
 
 
 def run_forever(*, interval: float) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s beat %(levelname)s %(message)s")
+    from app.config import get_settings
+    from app.ops import logs
+
+    logs.configure("beat", get_settings().log_format)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:

@@ -77,28 +77,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the web application (API and public pages)."""
     import uvicorn
 
-    get_settings()
+    from app.ops import logs
+
+    logs.configure("web", get_settings().log_format)
+    # Logging is ours (log_config=None); forwarded headers are believed only from
+    # MISSIVE_TRUSTED_PROXIES, in the app (uvicorn's own default would trust 127.0.0.1).
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
-                proxy_headers=True, log_level="info")
+                proxy_headers=False, log_config=None)
 
 
 @app.command()
 @friendly
 def worker(concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
-    """Run a Celery worker (mail delivery)."""
-    os.execvp(sys.executable, _worker_argv(concurrency))
+    """Run the Celery workers: bulk sending, and a transactional one for sign-up mails."""
+    from app import worker_processes
 
-
-def _worker_argv(concurrency: int) -> list[str]:
-    settings = get_settings()
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", "missive", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    if settings.embedded:
-        # SQLite takes one writer at a time: the embedded default runs one worker in-process.
-        argv += ["--pool", "solo"]
-    else:
-        argv += ["--concurrency", str(concurrency)]
-    return argv
+    get_settings()
+    raise typer.Exit(worker_processes.run(concurrency))
 
 
 @app.command()
@@ -124,7 +119,7 @@ def _run_together(host: str, port: int, concurrency: int) -> None:
     me = [sys.executable, "-m", "app.cli"]
     procs = [
         subprocess.Popen([*me, "serve", "--host", host, "--port", str(port)]),
-        subprocess.Popen(_worker_argv(concurrency)),
+        subprocess.Popen([*me, "worker", "--concurrency", str(concurrency)]),
         subprocess.Popen([*me, "beat"]),
     ]
     stopping = False

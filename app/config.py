@@ -6,11 +6,12 @@ under `var/` in the working directory. Anything else is production and must brin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_serializer, model_validator
@@ -87,6 +88,14 @@ class Settings(BaseSettings):
     # with ?tls=starttls); what cannot be parsed is moved to the folder ?failed=… for a person.
     bounce_imap_url: SecretStr = SecretStr("")
 
+    # Operations: log lines as `text` or `json` (one object a line); the reverse proxies whose
+    # X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IPs or CIDR networks;
+    # empty: none, the peer address is the client); a bearer token /metrics asks for (empty:
+    # open, for a scraper on a private network).
+    log_format: Literal["text", "json"] = "text"
+    trusted_proxies: str = ""
+    metrics_token: str = ""
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         self.var_dir = self.var_dir.expanduser().resolve()
@@ -104,6 +113,12 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ValueError("MISSIVE_BASE_URL must be an http:// or https:// URL")
+        for proxy in self.proxy_networks:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"MISSIVE_TRUSTED_PROXIES: {proxy!r} is not an IP address or "
+                                 "CIDR network") from exc
         return self
 
     @field_serializer(*_URL_SETTINGS)
@@ -124,6 +139,11 @@ class Settings(BaseSettings):
         """The bounce mailbox of MISSIVE_BOUNCE_IMAP_URL, or None when it is unset."""
         return parse_imap_url(self.bounce_imap_url) if self.bounce_imap_url.get_secret_value() \
             else None
+
+    @property
+    def proxy_networks(self) -> list[str]:
+        """MISSIVE_TRUSTED_PROXIES as a list of addresses and networks."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def embedded(self) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import models  # noqa: F401  (every table registered before the first query)
 from app.bounces.router import router as bounces_router
@@ -15,11 +18,16 @@ from app.errors import AppError
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.newsletters.router import router as newsletters_router
+from app.ops.health import router as health_router
+from app.ops.metrics import router as metrics_router
+from app.ops.middleware import RequestIdMiddleware
 from app.resources import STATIC
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
 from app.web import pages
+
+log = logging.getLogger("missive.web")
 
 
 def _wants_html(request: Request) -> bool:
@@ -48,7 +56,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app() -> FastAPI:
-    get_settings()  # refuse to start on a configuration that cannot work
+    settings = get_settings()  # refuse to start on a configuration that cannot work
     app = FastAPI(
         title="Missive",
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
@@ -63,16 +71,28 @@ def create_app() -> FastAPI:
     app.include_router(archive_router)
     app.include_router(sending_router)
     app.include_router(bounces_router)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    app.add_middleware(RequestIdMiddleware)
+    proxies = settings.proxy_networks
+    if proxies:
+        # Only these peers may say who the client is (X-Forwarded-For): the rate limits and
+        # the consent log use that address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False),
               name="static")
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
         return RedirectResponse("/docs")
 
+    log.info("web app on database %s, broker %s, mail %s; trusted proxies: %s",
+             _scheme(settings.database_url), _scheme(settings.broker_url),
+             _scheme(settings.mail_url.get_secret_value()), ", ".join(proxies) or "none")
     return app
+
+
+def _scheme(url: str) -> str:
+    # Only the kind of server: a URL may carry a password.
+    return url.split(":", 1)[0]

@@ -5,6 +5,7 @@ from app.bounces.models import BounceRecord
 from app.db import Base
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
+from app.ops.models import MetricCounter
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
@@ -16,6 +17,7 @@ __all__ = [
     "ConsentEvent",
     "Delivery",
     "Issue",
+    "MetricCounter",
     "Newsletter",
     "RateCounter",
     "Send",

@@ -16,10 +16,15 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
+from app.ops import logs
 
 log = logging.getLogger(__name__)
 
 _JOBS_KEY = "missive_jobs"
+REQUEST_ID_HEADER = "missive_request_id"
+BULK_QUEUE = "missive"
+TRANSACTIONAL_QUEUE = "transactional"
+TRANSACTIONAL_TASKS = ("missive.send_confirmations", "missive.send_welcome", "missive.send_test")
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -34,7 +39,10 @@ def make_celery(settings: Settings) -> Celery:
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "task_default_queue": "missive",
+        "task_default_queue": BULK_QUEUE,
+        # Mails a reader waits for go on a queue of their own, which `missive worker` serves
+        # in a process of its own: a long send never holds up a confirmation.
+        "task_routes": {name: {"queue": TRANSACTIONAL_QUEUE} for name in TRANSACTIONAL_TASKS},
     }
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
@@ -71,9 +79,12 @@ def _send_jobs(session: Session) -> None:
     jobs = session.info.pop(_JOBS_KEY, [])
     if jobs:
         celery = get_celery()
+        # The request (or task) that enqueued the job: the worker's log lines name it too.
+        request_id = logs.current().get("request_id")
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         for name, args in jobs:
             try:
-                celery.send_task(name, args=list(args))
+                celery.send_task(name, args=list(args), headers=headers)
             except Exception:
                 # The data is committed; `missive beat` sweeps what a lost wake-up left behind.
                 log.exception("could not enqueue %s%r", name, args)

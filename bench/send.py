@@ -3,12 +3,17 @@
     .venv/bin/python bench/send.py                     # 100,000 readers, 2 workers
     .venv/bin/python bench/send.py -n 1000000 -m 2     # a million
     .venv/bin/python bench/send.py -n 10000 --pool 2   # SMTP connections per worker
+    .venv/bin/python bench/send.py --confirmations 20  # + sign-up confirmation latency
 
 It creates its own database (missive_bench_<random>, dropped at the end), loads the readers
 with COPY, starts Postfix's smtp-sink on a free loopback port and the workers, triggers the send
 and waits until the last ledger row is recorded. It prints messages per second from trigger to
 last row, the audience snapshot time, and each worker's peak memory (VmHWM). Needs smtp-sink
 (Debian package postfix) and the PostgreSQL and Redis of the test suite.
+
+With --confirmations K, a reader signs up about once a second while the send runs (K in all):
+it prints how long each confirmation took from the sign-up to the SMTP server's acceptance
+(the worker records "confirmation-mailed" right after the 250).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +68,50 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def report_running(send_id: int) -> bool:
+    from app.db import session_scope
+    from app.sending import service as sending
+
+    with session_scope() as session:
+        report = sending.report(session, sending.get(session, send_id))
+    return bool(report["status"] == "running" and report["sent"] > 0)
+
+
+def sign_up_probe(number: int) -> dict[str, datetime]:
+    """A reader signs up through the service, as the form does; their address and when."""
+    from app import demo
+    from app.db import session_scope, utcnow
+    from app.signup import service as signup
+    from app.subscribers.service import Actor
+
+    address = f"probe{number:04d}@example.org"
+    at = utcnow()
+    with session_scope() as session:
+        signup.sign_up(session, slug=demo.SLUG, email=address, name=None,
+                       actor=Actor(source="bench"))
+    return {address: at}
+
+
+def confirmation_latencies(probes: dict[str, datetime], wait: float = 30) -> list[float]:
+    """Seconds from each sign-up to its confirmation's acceptance by the SMTP server."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.subscribers.models import ConsentEvent, Subscriber
+
+    deadline = time.monotonic() + wait
+    while True:
+        with session_scope() as session:
+            mailed = {email: at for email, at in session.execute(
+                select(Subscriber.email, ConsentEvent.created_at)
+                .join(ConsentEvent, ConsentEvent.subscriber_id == Subscriber.id)
+                .where(ConsentEvent.action == "confirmation-mailed",
+                       Subscriber.email.in_(list(probes))))}
+        if len(mailed) == len(probes) or time.monotonic() > deadline:
+            return [(mailed[a] - at).total_seconds() for a, at in probes.items() if a in mailed]
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--readers", type=int, default=100_000)
@@ -70,6 +121,8 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--pg", default="postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--confirmations", type=int, default=0,
+                        help="sign-ups during the send whose confirmation latency to measure")
     args = parser.parse_args()
     # Stopped from outside: still stop the workers and drop the database (the `finally` below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -151,7 +204,8 @@ def main() -> int:
             procs.append(proc)
             workers.append(proc)
         deadline = time.monotonic() + 60
-        while sum(b"ready." in (var / f"worker-{i}.log").read_bytes()
+        # Each `missive worker` runs two Celery workers (bulk, transactional).
+        while sum((var / f"worker-{i}.log").read_bytes().count(b" ready.") >= 2
                   for i in range(args.workers)) < args.workers:
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not start; see " + str(var))
@@ -164,7 +218,13 @@ def main() -> int:
             send_id = send.id
         triggered = time.perf_counter() - started
         peaks: dict[int, int] = {}
+        probes: dict[str, datetime] = {}
+        last_probe = 0.0
         while True:
+            if (len(probes) < args.confirmations and time.monotonic() - last_probe >= 1
+                    and report_running(send_id)):
+                last_probe = time.monotonic()
+                probes.update(sign_up_probe(len(probes)))
             for proc in workers:
                 for pid in [proc.pid, *descendants(proc.pid)]:
                     peaks[pid] = max(peaks.get(pid, 0), peak_kib(pid))
@@ -174,6 +234,7 @@ def main() -> int:
                 break
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
+        latencies = confirmation_latencies(probes)
         done = report["sent"] + report["failed"] + report["skipped"]
         out = io.StringIO()
         out.write(f"readers              {args.readers:,}\n")
@@ -186,6 +247,14 @@ def main() -> int:
         worker_peaks = sorted(peaks.values(), reverse=True)
         out.write("worker peak memory   " + ", ".join(f"{k / 1024:.0f} MiB"
                                                        for k in worker_peaks if k) + "\n")
+        if args.confirmations:
+            if latencies:
+                latencies.sort()
+                out.write(f"confirmations        {len(latencies)} of {len(probes)} signed up "
+                          f"during the send; latency median "
+                          f"{statistics.median(latencies):.2f}s, max {latencies[-1]:.2f}s\n")
+            else:
+                out.write(f"confirmations        none of {len(probes)} arrived\n")
         print(out.getvalue(), end="")
         return 0 if report["status"] == "done" else 1
     finally:

@@ -292,8 +292,9 @@ class WorkerProcess:
             [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
             env={**os.environ, **env}, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while b"ready." not in log.read_bytes():
+        deadline = time.monotonic() + 60
+        # `missive worker` runs two Celery workers (bulk, transactional): both say "ready.".
+        while log.read_bytes().count(b" ready.") < 2:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"worker did not start:\n{log.read_text()[-3000:]}")

@@ -6,19 +6,26 @@ database says what is left to do.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
+from celery import Task
+
 from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
+from app.mail import transactional
 from app.mail.pipeline import PipelinedSmtpPool
 from app.mail.transport import SmtpTransport, Transport, from_url
+from app.ops import metrics
 from app.sending import service as sending
 from app.sending import test_sends
 from app.sending.engine import BatchSender, Drainer, TransportBatcher
 from app.signup import service as signup
 from worker.celery_app import celery
+
+log = logging.getLogger("missive.worker")
 
 
 @lru_cache
@@ -32,24 +39,28 @@ def batch_sender() -> BatchSender:
     """The bulk sender: pipelined SMTP over the configured pool size, or the Maildir."""
     mail = from_url(get_settings().mail_url)
     if isinstance(mail, SmtpTransport):
-        return PipelinedSmtpPool(mail.config, connections=mail.config.pool)
-    return TransportBatcher(mail)
+        return PipelinedSmtpPool(mail.config, connections=mail.config.pool,
+                                 on_batch=metrics.record_batch)
+    return metrics.CountedSender(TransportBatcher(mail))
 
 
-@celery.task(name="missive.send_confirmations", autoretry_for=(Exception,),
-             retry_backoff=True, retry_backoff_max=600, max_retries=8)
-def send_confirmations(subscription_ids: list[int]) -> None:
-    for sub_id in subscription_ids:
-        # One transaction per mail: a crash mid-list does not resend the ones already out.
-        with session_scope() as session:
-            signup.deliver_confirmation(session, sub_id, transport())
+@celery.task(name="missive.send_confirmations", bind=True, max_retries=8)
+def send_confirmations(self: Task, subscription_ids: list[int]) -> None:
+    # One transaction per mail: a crash mid-list does not resend the ones already out.
+    retry = transactional.deliver_each(
+        "confirmation", subscription_ids,
+        lambda session, sub_id: signup.deliver_confirmation(session, sub_id, transport()))
+    if retry:
+        raise self.retry(args=[retry], countdown=transactional.retry_delay(self.request.retries))
 
 
-@celery.task(name="missive.send_welcome", autoretry_for=(Exception,),
-             retry_backoff=True, retry_backoff_max=600, max_retries=8)
-def send_welcome(subscription_id: int) -> None:
-    with session_scope() as session:
-        signup.deliver_welcome(session, subscription_id, transport())
+@celery.task(name="missive.send_welcome", bind=True, max_retries=8)
+def send_welcome(self: Task, subscription_id: int) -> None:
+    retry = transactional.deliver_each(
+        "welcome", [subscription_id],
+        lambda session, sub_id: signup.deliver_welcome(session, sub_id, transport()))
+    if retry:
+        raise self.retry(countdown=transactional.retry_delay(self.request.retries))
 
 
 @celery.task(name="missive.start_send")
@@ -68,8 +79,11 @@ def drain_send(send_id: int) -> dict[str, Any]:
     return asdict(stats)
 
 
-@celery.task(name="missive.send_test", autoretry_for=(Exception,), retry_backoff=True,
-             max_retries=5)
-def send_test(issue_id: int, addresses: list[str]) -> None:
-    with session_scope() as session:
-        test_sends.deliver(session, issue_id, addresses, transport())
+@celery.task(name="missive.send_test", bind=True, max_retries=5)
+def send_test(self: Task, issue_id: int, addresses: list[str]) -> None:
+    retry = transactional.deliver_each(
+        "test", addresses,
+        lambda session, address: test_sends.deliver(session, issue_id, [address], transport()))
+    if retry:
+        raise self.retry(args=[issue_id, retry],
+                         countdown=transactional.retry_delay(self.request.retries))

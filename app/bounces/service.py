@@ -263,6 +263,15 @@ def record_smtp_failures(session: Session, failures: Iterable[tuple[int, int, st
             # The reader's copy was refused at our door: the row stays `failed`.
 
 
+def record_refusal(session: Session, address: str, code: int, reply: str) -> str:
+    """A mail outside a send (confirmation, welcome, test) refused for good at our door: the
+    policy applies as for a bounce report naming `address`. The action taken."""
+    status = status_code(reply)
+    event = BounceEvent(kind=classify(status, smtp_code=code), recipient=address.lower(),
+                        status=status, diagnostic=f"{code} {reply}"[:2000], source="smtp")
+    return apply(session, event, None)
+
+
 def counts_for_send(session: Session, send_id: int) -> dict[str, int]:
     """Bounces and complaints recorded against a send."""
     rows = session.execute(

@@ -28,6 +28,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ class PipelinedSmtpPool:
     time per pool; calls from other threads wait.
     """
 
-    def __init__(self, config: SmtpConfig, connections: int = 4) -> None:
+    def __init__(self, config: SmtpConfig, connections: int = 4,
+                 on_batch: Callable[[list[Outcome], list[float]], None] | None = None) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
         if config.tls not in ("none", "starttls", "ssl"):
@@ -126,6 +128,8 @@ class PipelinedSmtpPool:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._helo: bytes | None = None
+        # Told of each batch's outcomes and reply times (metrics); must not raise.
+        self.on_batch = on_batch
 
     @classmethod
     def from_url(cls, url: str | SecretStr, connections: int | None = None
@@ -161,6 +165,7 @@ class PipelinedSmtpPool:
             else:
                 outcomes.append(Outcome(item.key, 501, problem))
         if not jobs:
+            self._observe(outcomes, [])
             return outcomes
         with self._lock:
             work = _Batch(jobs, outcomes, on_start)
@@ -180,9 +185,17 @@ class PipelinedSmtpPool:
             code, reply = work.failure
             while jobs:
                 outcomes.append(Outcome(jobs.popleft().key, code, reply))
+            self._observe(outcomes, work.reply_seconds)
             if work.error is not None:
                 raise work.error
         return outcomes
+
+    def _observe(self, outcomes: list[Outcome], reply_seconds: list[float]) -> None:
+        if self.on_batch is not None:
+            try:
+                self.on_batch(outcomes, reply_seconds)
+            except Exception:
+                log.warning("the batch observer failed", exc_info=True)
 
     def close(self) -> None:
         """QUIT every open session."""
@@ -327,6 +340,8 @@ class _Batch:
         self.on_start = on_start
         self.error: BaseException | None = None
         self.failure: tuple[int, str] = (0, "not sent: no usable connection")
+        # Seconds from the end of each message to its reply (list.append is thread-safe).
+        self.reply_seconds: list[float] = []
         self._started = False
         self._lock = threading.Lock()
 
@@ -571,7 +586,9 @@ class _Session:
                 parts = [body, tail] if self.ahead is None else [body, tail, self._group(
                     self.ahead)]
                 self.write_content(b"".join(parts), len(body) + len(tail))
+                waited = time.perf_counter()
                 code, text = self.reply()
+                work.reply_seconds.append(time.perf_counter() - waited)
                 self._finish(work, job, code, text)
                 continue
             if data[0] == 354:
@@ -607,7 +624,9 @@ class _Session:
             body, tail = data_section(job.item.message)
             work.starting()
             self.write_content(body + tail, len(body) + len(tail))
+            waited = time.perf_counter()
             code, text = self.reply()
+            work.reply_seconds.append(time.perf_counter() - waited)
             self._finish(work, job, code, text)
 
     def salvage(self, work: _Batch, code: int, reason: str) -> None:

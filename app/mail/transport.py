@@ -34,11 +34,15 @@ def client_tls_context(verify: bool) -> ssl.SSLContext:
 class DeliveryError(Exception):
     """The server refused a message. `code` is the SMTP reply code (0 when there was none)."""
 
-    def __init__(self, code: int, message: str, *, temporary: bool) -> None:
+    def __init__(self, code: int, message: str, *, temporary: bool,
+                 recipients: Sequence[str] = ()) -> None:
         super().__init__(f"{code} {message}")
         self.code = code
         self.message = message
         self.temporary = temporary
+        # The addresses the refusal is about; empty when it is about the session or the
+        # sender (a wrong password, a refused MAIL FROM): no reader's fault then.
+        self.recipients = tuple(recipients)
 
 
 class Transport(Protocol):
@@ -114,20 +118,26 @@ class SmtpTransport:
                     continue
                 except smtplib.SMTPRecipientsRefused as exc:
                     self._idle.put(conn)
-                    code, text = next(iter(exc.recipients.values()))
-                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500) from exc
+                    address, (code, text) = next(iter(exc.recipients.items()))
+                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500,
+                                        recipients=[address]) from exc
                 except smtplib.SMTPResponseException as exc:
                     self._reset_or_drop(conn)
+                    # A refusal after DATA is about this message (some servers check the
+                    # recipient only then); one of MAIL FROM is about the sender.
+                    about = [] if isinstance(exc, smtplib.SMTPSenderRefused) else list(to)
                     raise DeliveryError(
-                        exc.smtp_code, _text(exc.smtp_error), temporary=400 <= exc.smtp_code < 500
+                        exc.smtp_code, _text(exc.smtp_error), temporary=400 <= exc.smtp_code < 500,
+                        recipients=about,
                     ) from exc
                 except (OSError, smtplib.SMTPException) as exc:
                     _quietly_close(conn)
                     raise DeliveryError(0, str(exc), temporary=True) from exc
                 self._idle.put(conn)
                 if refused:
-                    code, text = next(iter(refused.values()))
-                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500)
+                    address, (code, text) = next(iter(refused.items()))
+                    raise DeliveryError(code, _text(text), temporary=400 <= code < 500,
+                                        recipients=[address])
                 return
 
     def _reset_or_drop(self, conn: smtplib.SMTP) -> None:

@@ -22,6 +22,7 @@ from app.mail import compose
 from app.mail.transport import Transport
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
+from app.ops import counters
 from app.queue import enqueue_after_commit
 from app.security import TokenExpired, TokenInvalid, sign, unsign
 from app.subscribers import repository as repo
@@ -112,6 +113,7 @@ def sign_up(
         sub = set_status(session, subscriber, newsletter, "pending", actor)
     sub.confirmation_sent_at = now
     session.flush()
+    counters.add({"signups": 1}, session=session)
     enqueue_after_commit(session, "missive.send_confirmations", [sub.id])
 
 

@@ -146,7 +146,8 @@ class Workers:
             )
             self.procs.append(proc)
             self.logs.append(log)
-            wait_until(lambda log=log, proc=proc: b"ready." in log.read_bytes()
+            # Both of its Celery workers (bulk, transactional) say "ready.".
+            wait_until(lambda log=log, proc=proc: log.read_bytes().count(b" ready.") >= 2
                        or proc.poll() is not None, timeout=90, what="a worker to start")
             assert proc.poll() is None, log.read_text()[-3000:]
 

@@ -1,0 +1,1 @@
+"""Operating Missive: logging, request ids, health and readiness, metrics, trusted proxies."""

@@ -1,0 +1,45 @@
+"""The client address behind a reverse proxy: from X-Forwarded-For only when the proxy is
+trusted (MISSIVE_TRUSTED_PROXIES); otherwise anyone could pick their own rate-limit bucket."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.subscribers.models import ConsentEvent
+
+
+def _sign_ups(server, count: int) -> list[int]:
+    codes = []
+    for i in range(count):
+        r = httpx.post(f"{server.url}/subscribe/alliance-digest",
+                       json={"email": f"proxied{i}@example.org"},
+                       headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
+        codes.append(r.status_code)
+    return codes
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(serve, newsletter, db):
+    server = serve(MISSIVE_SIGNUP_IP_PER_MINUTE="2")
+    # Three "different" clients, all really 127.0.0.1: the third is over the limit.
+    assert _sign_ups(server, 3) == [202, 202, 429]
+    ips = set(db.scalars(select(ConsentEvent.ip)))
+    assert ips == {"127.0.0.1"}
+
+
+def test_forwarded_for_is_believed_from_a_trusted_proxy(serve, newsletter, db):
+    server = serve(MISSIVE_SIGNUP_IP_PER_MINUTE="2", MISSIVE_TRUSTED_PROXIES="127.0.0.0/8")
+    assert _sign_ups(server, 3) == [202, 202, 202]
+    ips = set(db.scalars(select(ConsentEvent.ip)))
+    assert ips == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+
+
+def test_a_bad_trusted_proxies_setting_is_refused():
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="MISSIVE_TRUSTED_PROXIES.*proxy.local"):
+        Settings(trusted_proxies="10.0.0.0/8, proxy.local")
+    assert Settings(trusted_proxies=" 10.0.0.0/8, ::1 ").proxy_networks == ["10.0.0.0/8", "::1"]
