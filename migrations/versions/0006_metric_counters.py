@@ -1,7 +1,7 @@
 """metric counters (the /metrics totals when Redis is not configured)
 
 Revision ID: 0005_metric_counters
-Revises: 0004
+Revises: 0005_claim_token
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0005_metric_counters'
-down_revision: str | None = '0004'
+down_revision: str | None = '0005_claim_token'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
