@@ -14,6 +14,7 @@ from app.config import get_settings
 from app.errors import AppError
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
+from app.limits import RequestGate
 from app.newsletters.router import router as newsletters_router
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
@@ -53,6 +54,7 @@ def create_app() -> FastAPI:
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
         version="0.1.0",
     )
+    app.add_middleware(RequestGate)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(newsletters_router)

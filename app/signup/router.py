@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from app.db import SessionDep
 from app.errors import AppError, Invalid, NotFound
@@ -107,10 +108,15 @@ def signup(
     data: Annotated[SignupInput, Depends(signup_input)],
 ) -> Response:
     newsletter = newsletters.get_by_slug(session, slug)
+    # What differs between a new and a known address is done after the answer has gone
+    # (a background task), so neither the answer nor its timing tells them apart.
+    background = None
     try:
         if not data.honeypot:  # a bot filled the hidden field: answer as usual, do nothing
-            service.sign_up(session, slug=slug, email=data.email, name=data.name,
-                            actor=_actor(request, f"form:{slug}"))
+            accepted = service.accept_sign_up(session, slug=slug, email=data.email,
+                                              name=data.name,
+                                              actor=_actor(request, f"form:{slug}"))
+            background = BackgroundTask(service.record_sign_up_apart, accepted)
     except AppError as exc:
         if data.wants_json:
             raise
@@ -124,10 +130,12 @@ def signup(
             status_code=exc.status_code,
         )
     if data.wants_json:
-        return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202)
+        return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202,
+                            background=background)
     return pages().TemplateResponse(
         request, "message.html",
         {"newsletter": newsletter, "title": "Check your inbox", "message": CHECK_INBOX},
+        background=background,
     )
 
 

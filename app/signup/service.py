@@ -7,6 +7,7 @@ who is subscribed. Mails go out from worker tasks enqueued after the sign-up com
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app import ratelimit
 from app.config import get_settings
-from app.db import dialect_insert, utcnow
+from app.db import dialect_insert, session_scope, utcnow
 from app.errors import TooManyRequests
 from app.mail import compose
 from app.mail.transport import Transport
@@ -28,6 +29,8 @@ from app.subscribers import repository as repo
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription
 from app.subscribers.service import Actor, is_suppressed, set_status
 from app.validation import MAX_NAME, clean_text, email_key, normalise_email
+
+log = logging.getLogger(__name__)
 
 
 def _fingerprint(key: str) -> str:
@@ -68,13 +71,25 @@ def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tu
     return sub, signed_at
 
 
-def sign_up(
-    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
-) -> None:
-    """Record a sign-up and, where one is due, enqueue a confirmation mail.
+@dataclass(frozen=True)
+class SignupRequest:
+    """A sign-up that passed its checks, waiting to be recorded."""
 
-    Raises Invalid for bad input and TooManyRequests past the limits; otherwise returns nothing,
-    whether the address was new, pending, active or suppressed.
+    newsletter_id: int
+    address: str
+    key: str
+    name: str
+    actor: Actor
+
+
+def accept_sign_up(
+    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
+) -> SignupRequest:
+    """Check a sign-up: its input and the rate limits. The same work for every address.
+
+    Nothing here looks the address up: whether it is new, pending, active or suppressed is
+    only found out by `record_sign_up`, after the answer has gone (so the answer's timing
+    cannot tell). Raises Invalid for bad input and TooManyRequests past the limits.
     """
     settings = get_settings()
     newsletter = newsletters.get_by_slug(session, slug)
@@ -89,12 +104,19 @@ def sign_up(
         f"signup-addr:{key}", limit=settings.signup_address_per_hour, per_seconds=3600
     ):
         raise TooManyRequests("too many sign-ups for this email address; try again later")
+    return SignupRequest(newsletter.id, address, key, clean_name, actor)
 
-    if is_suppressed(session, key):
+
+def record_sign_up(session: Session, request: SignupRequest) -> None:
+    """Record an accepted sign-up and, where one is due, enqueue a confirmation mail."""
+    settings = get_settings()
+    newsletter = session.get(Newsletter, request.newsletter_id)
+    if newsletter is None or is_suppressed(session, request.key):
         return
+    actor, key, clean_name = request.actor, request.key, request.name
     subscriber = repo.get_by_email_key(session, key)
     if subscriber is None:
-        subscriber = _insert_subscriber(session, address, key, clean_name)
+        subscriber = _insert_subscriber(session, request.address, key, clean_name)
     elif clean_name and not subscriber.name:
         subscriber.name = clean_name
     sub = repo.subscription(session, subscriber.id, newsletter.id)
@@ -113,6 +135,28 @@ def sign_up(
     sub.confirmation_sent_at = now
     session.flush()
     enqueue_after_commit(session, "missive.send_confirmations", [sub.id])
+
+
+def record_sign_up_apart(request: SignupRequest) -> None:
+    """`record_sign_up` in a transaction of its own: run after the answer is sent."""
+    try:
+        with session_scope() as session:
+            record_sign_up(session, request)
+    except Exception:
+        # The reader was answered already; the log is the only place this can go.
+        log.exception("could not record the sign-up of %s", request.address)
+
+
+def sign_up(
+    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
+) -> None:
+    """Check and record a sign-up at once (for callers that need no constant-time answer).
+
+    Raises Invalid for bad input and TooManyRequests past the limits; otherwise returns nothing,
+    whether the address was new, pending, active or suppressed.
+    """
+    record_sign_up(session, accept_sign_up(session, slug=slug, email=email, name=name,
+                                           actor=actor))
 
 
 def _insert_subscriber(session: Session, address: str, key: str, name: str) -> Subscriber:
