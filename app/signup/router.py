@@ -182,8 +182,8 @@ _UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email,
                   "the newsletter and we will take you off the list.")
 
 
-def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str
-                ) -> Response:
+def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str,
+                status_code: int = 200) -> Response:
     if view.outcome is Outcome.INVALID:
         title, message = _UNSUB_INVALID
         return pages().TemplateResponse(
@@ -193,6 +193,7 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
     return pages().TemplateResponse(
         request, "unsubscribe.html",
         {"newsletter": view.newsletter, "token": token, "state": state},
+        status_code=status_code,
     )
 
 
@@ -200,7 +201,9 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
 @router.get("/u/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     view = service.check_unsubscribe(session, token)
-    state = "done" if view.outcome is Outcome.ALREADY else "ask"
+    state = "ask"
+    if view.outcome is Outcome.ALREADY:
+        state = "done" if service.check_undo_open(session, token) else "gone"
     return _unsub_page(request, token, view, state=state)
 
 
@@ -214,6 +217,8 @@ def unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
 @router.post("/u/{token}/undo", response_class=HTMLResponse)
 def resubscribe(token: str, request: Request, session: SessionDep) -> Response:
     view = service.resubscribe(session, token, _actor(request, "unsubscribe-undo"))
+    if view.outcome is Outcome.EXPIRED:
+        return _unsub_page(request, token, view, state="gone", status_code=410)
     if view.outcome is Outcome.STALE:
         return pages().TemplateResponse(
             request, "message.html",

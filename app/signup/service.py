@@ -248,6 +248,12 @@ def check_unsubscribe(session: Session, token: str) -> TokenView:
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
 
 
+def check_undo_open(session: Session, token: str) -> bool:
+    """True if the unsubscribe behind `token` may still be undone, changing nothing."""
+    sub = _unsubscribe_target(session, token)
+    return sub is not None and sub.status == "unsubscribed" and undo_open(sub)
+
+
 def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Unsubscribe the reader behind `token` from its newsletter, at once."""
     sub = _unsubscribe_target(session, token)
@@ -261,14 +267,25 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     return view
 
 
+def undo_open(sub: Subscription) -> bool:
+    """True while an unsubscribe may still be undone from its link."""
+    window = timedelta(hours=get_settings().unsubscribe_undo_hours)
+    return sub.unsubscribed_at is not None and utcnow() - sub.unsubscribed_at <= window
+
+
 def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
-    """Undo an unsubscribe from its own link (the reader changed their mind at once)."""
+    """Undo an unsubscribe from its own link, within the undo window (the reader changed
+    their mind at once). Later the link is only proof of an old address: EXPIRED, and the
+    reader signs up again with double opt-in."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
         view.outcome = Outcome.STALE
+        return view
+    if sub.status == "unsubscribed" and not undo_open(sub):
+        view.outcome = Outcome.EXPIRED
         return view
     if sub.status != "active":
         set_status(session, sub.subscriber, sub.newsletter, "active", actor)
@@ -303,13 +320,14 @@ def deliver_confirmation(session: Session, subscription_id: int, transport: Tran
                      utcnow() - timedelta(minutes=settings.confirm_resend_minutes)):
         return False
     url = f"{settings.base_url}/confirm/{confirm_token(sub)}"
+    # Whoever signed the address up chose the name: until its owner confirms, none of that
+    # text reaches them (no display name, no greeting by name), so the form relays nothing.
     message = compose.build(
         template="confirm",
         newsletter=sub.newsletter,
-        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+        to=compose.recipient("", sub.subscriber.email),
         subject=f"Confirm your subscription to {sub.newsletter.name}",
-        context={"confirm_url": url, "subscriber": sub.subscriber,
-                 "ttl_hours": settings.confirm_ttl_hours},
+        context={"confirm_url": url, "ttl_hours": settings.confirm_ttl_hours},
         headers={"Auto-Submitted": "auto-generated"},
     )
     transport.send(settings.bounce_address, [sub.subscriber.email], message)
