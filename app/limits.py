@@ -1,4 +1,5 @@
-"""Limits checked before any work: the editor API's token, then the body's size as it is read.
+"""Limits checked before any work: text in the path and query, the editor API's token, then
+the body's size as it is read.
 
 A pure ASGI middleware rather than a dependency, because FastAPI reads and parses a JSON body
 before it solves a route's dependencies: an unauthenticated or oversized body must be refused
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.deps import STATE_KEY, Unauthorized, token_from_header
 from app.config import get_settings
+from app.validation import CONTROL, CONTROL_MESSAGE
 
 # Methods that carry a body; the API refuses them without a valid token before reading it.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -54,6 +57,21 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def control_characters(scope: Scope) -> list[dict[str, Any]]:
+    """Where the path or a query parameter breaks the one-line rule of app/validation.py, in
+    the shape of FastAPI's own 422 (every filter, slug and id comes in through these)."""
+    problems: list[dict[str, Any]] = []
+    if CONTROL.search(scope["path"]):
+        problems.append({"loc": ["path"], "msg": f"the path {CONTROL_MESSAGE}",
+                         "type": "control_character"})
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        if CONTROL.search(name) or CONTROL.search(value):
+            problems.append({"loc": ["query", name[:64]], "msg": f"{CONTROL_MESSAGE}",
+                             "type": "control_character"})
+    return problems
+
+
 def _authorization(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -72,6 +90,10 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
+        problems = control_characters(scope)
+        if problems:
+            await _refuse(scope, receive, send, 422, problems)
+            return
         if path.startswith("/api/") and method in _BODY_METHODS:
             try:
                 token = await anyio.to_thread.run_sync(token_from_header, _authorization(scope))

@@ -11,7 +11,7 @@ from app.auth.models import ROLES, ApiToken, User
 from app.db import utcnow
 from app.errors import Conflict, Invalid, NotFound
 from app.security import hash_api_token, new_api_token
-from app.validation import normalise_email
+from app.validation import clean_text, normalise_email
 
 
 def create_token(session: Session, *, name: str, role: str = "editor",
@@ -23,8 +23,8 @@ def create_token(session: Session, *, name: str, role: str = "editor",
     """
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}")
-    name = name.strip()
-    if not name or len(name) > 100:
+    name = clean_text(name, field="token name", max_length=100)
+    if not name:
         raise Invalid("token name must be 1 to 100 characters")
     if replace:
         session.execute(

@@ -362,12 +362,19 @@ def list_page(session: Session, *, newsletter: str | None, status: str | None,
 
 
 def content_of(issue: Issue) -> IssueContent:
-    """The issue's content as the renderer takes it."""
-    return IssueContent.model_validate({
-        "volume": issue.volume, "number": issue.number, "subject": issue.subject,
-        "preheader": issue.preheader, "hero_image": issue.hero_image, "stories": issue.stories,
-        "links": issue.links, "footer": issue.footer,
-    })
+    """The issue's content as the renderer takes it; Invalid (422) when stored data breaks
+    today's rules (written before a rule, or by another program), so that a preview or a send
+    says why instead of failing."""
+    try:
+        return IssueContent.model_validate({
+            "volume": issue.volume, "number": issue.number, "subject": issue.subject,
+            "preheader": issue.preheader, "hero_image": issue.hero_image,
+            "stories": issue.stories, "links": issue.links, "footer": issue.footer,
+        })
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        raise Invalid(f"issue {issue.id} cannot be built: {problems}") from exc
 
 
 def web_url(issue: Issue) -> str:

@@ -245,7 +245,12 @@ class Drainer:
         window = s.send_window
         if s.send_rate > 0:
             window = max(1, min(window, int(s.send_rate)))
-        prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)
+        try:
+            prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)
+        except Exception as exc:  # noqa: BLE001  (any: the rows fail with it, the send goes on)
+            log.exception("send %s: the issue cannot be built", self.send_id)
+            self._record([_unbuildable(r.id, exc) for r in rows], {r.id: r for r in rows})
+            return True
         claimed_at = time.monotonic()
         for start in range(0, len(rows), window):
             if time.monotonic() - claimed_at > s.send_lease_seconds / 2:
@@ -258,7 +263,9 @@ class Drainer:
                 self._release(rows[start:])
                 return state is not None and state.status == "running"
             throughput.acquire(len(part))
-            outgoing = self._prepare(part, prebuilt)
+            outgoing, broken = self._prepare(part, prebuilt)
+            if broken:
+                self._record(broken, {r.id: r for r in part})
             if not outgoing:
                 continue
             outcomes = self.sender.send_many(outgoing)
@@ -266,8 +273,10 @@ class Drainer:
             self.stats.windows += 1
         return True
 
-    def _prepare(self, part: list[_Row], prebuilt: messages.Prebuilt) -> list[Outgoing]:
-        """Re-check each reader, mark the eligible ones started, and build their copies."""
+    def _prepare(self, part: list[_Row], prebuilt: messages.Prebuilt
+                 ) -> tuple[list[Outgoing], list[Outcome]]:
+        """Re-check each reader, mark the eligible ones started, and build their copies; a copy
+        that cannot be built is a failed outcome with the reason."""
         ids = [r.id for r in part]
         now = utcnow()
         with self.sessions.begin() as session:
@@ -298,11 +307,16 @@ class Drainer:
                     .values(started_at=now)
                     .execution_options(synchronize_session=False)
                 )
-        return [
-            messages.outgoing(prebuilt, delivery_id=r[0], email=r[1], name=r[2],
-                              email_key=r[3], subscription_id=r[4])
-            for r in sorted(eligible, key=lambda r: r[0])
-        ]
+        built: list[Outgoing] = []
+        broken: list[Outcome] = []
+        for r in sorted(eligible, key=lambda r: r[0]):
+            try:
+                built.append(messages.outgoing(prebuilt, delivery_id=r[0], email=r[1],
+                                               name=r[2], email_key=r[3], subscription_id=r[4]))
+            except Exception as exc:  # noqa: BLE001  (any: this row fails, the rest go on)
+                log.warning("delivery %s: the message cannot be built: %s", r[0], exc)
+                broken.append(_unbuildable(r[0], exc))
+        return built, broken
 
     def _record(self, outcomes: list[Outcome], rows: dict[int, _Row]) -> None:
         s = self.settings
@@ -441,6 +455,16 @@ class Drainer:
                         attempts=Delivery.attempts - 1)
                 .execution_options(synchronize_session=False)
             )
+
+
+# Not an SMTP reply code: the copy could not be built. A permanent failure of the row (neither
+# retried nor throttled), and never a bounce (the bounce policy looks at codes of 400 and up).
+UNBUILDABLE = 1
+
+
+def _unbuildable(delivery_id: int, exc: Exception) -> Outcome:
+    return Outcome(key=delivery_id, code=UNBUILDABLE,
+                   reply=f"the message could not be built: {exc}"[:1000])
 
 
 def finish(session: Session, send_id: int) -> bool:
