@@ -12,6 +12,7 @@ from app import models  # noqa: F401  (every table registered before the first q
 from app.bounces.router import router as bounces_router
 from app.config import get_settings
 from app.errors import AppError
+from app.headers import SecurityHeaders
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.limits import RequestGate
@@ -55,6 +56,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     app.add_middleware(RequestGate)
+    app.add_middleware(SecurityHeaders)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(newsletters_router)

@@ -75,3 +75,23 @@ def viewer_token(test_env: dict[str, str]) -> str:
 
     with session_scope() as session:
         return auth.create_token(session, name="viewer", role="viewer")
+
+
+@pytest.fixture
+def make_sent_issue(client: object, auth: dict[str, str], db: object) -> object:
+    """A sent issue of the sample newsletter; returns the path of its web version."""
+    from datetime import UTC, datetime
+
+    from app.db import session_scope
+    from app.issues import service
+
+    def make() -> str:
+        with session_scope() as session:
+            issue = service.create(session, {
+                "newsletter": "alliance-digest",
+                "stories": [{"headline": "A story", "body": "Some text."}]})
+            service.set_status(session, issue, "sending")
+            service.set_status(session, issue, "sent", at=datetime.now(UTC))
+            return f"/archive/alliance-digest/{issue.volume}.{issue.number}"
+
+    return make
