@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import models  # noqa: F401  (every table registered before the first query)
+from app.auth.router import router as tokens_router
 from app.bounces.router import router as bounces_router
 from app.config import get_settings
 from app.errors import AppError
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
     app.include_router(archive_router)
     app.include_router(sending_router)
     app.include_router(bounces_router)
+    app.include_router(tokens_router)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
               name="static")
