@@ -27,7 +27,7 @@ def test_cli_list_and_revoke(client, test_env):
 
     listed = _cli(test_env, "list")
     assert listed.returncode == 0, listed.stderr
-    [line] = [l for l in listed.stdout.splitlines() if "\tci-bot\t" in l]
+    [line] = [t for t in listed.stdout.splitlines() if "\tci-bot\t" in t]
     assert "\teditor\t" in line and "last used 20" in line
     assert secret not in listed.stdout
 
