@@ -18,6 +18,7 @@ from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.limits import RequestGate
 from app.newsletters.router import router as newsletters_router
+from app.openapi import install as install_openapi
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
@@ -68,6 +69,7 @@ def create_app() -> FastAPI:
     app.include_router(sending_router)
     app.include_router(bounces_router)
     app.include_router(tokens_router)
+    install_openapi(app)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
               name="static")

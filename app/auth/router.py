@@ -12,6 +12,7 @@ from app.auth import service
 from app.auth.deps import AdminDep
 from app.auth.models import ApiToken
 from app.db import DbId, SessionDep
+from app.errors import Conflict
 from app.validation import JsonInput
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
@@ -60,6 +61,9 @@ def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCr
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
                summary="Revoke an API token")
-def revoke_token(token_id: DbId, session: SessionDep, _: AdminDep) -> None:
-    """Requests with this token are refused from now on. 404 if no such live token."""
+def revoke_token(token_id: DbId, session: SessionDep, caller: AdminDep) -> None:
+    """Requests with this token are refused from now on. 404 if no such live token; 409 for
+    the token making the request (an admin cannot lock themselves out by mistake)."""
+    if token_id == caller.id:
+        raise Conflict("this is the token you are using; revoke it with another admin token")
     service.revoke_token(session, token_id=token_id)
