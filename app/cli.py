@@ -228,6 +228,37 @@ def token_create(
     typer.echo(token)
 
 
+@token_app.command("list")
+@friendly
+def token_list(
+    all_: Annotated[bool, typer.Option("--all", help="include revoked tokens")] = False,
+) -> None:
+    """List API tokens: id, name, role, created, last used (never the token itself)."""
+    from app.auth import service as auth
+    from app.db import session_scope
+
+    def when(moment: Any) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    with session_scope() as session:
+        for t in auth.list_tokens(session, include_revoked=all_):
+            revoked = f"  revoked {when(t.revoked_at)}" if t.revoked_at else ""
+            typer.echo(f"{t.id}\t{t.name}\t{t.role}\tcreated {when(t.created_at)}"
+                       f"\tlast used {when(t.last_used_at)}{revoked}")
+
+
+@token_app.command("revoke")
+@friendly
+def token_revoke(name: str) -> None:
+    """Revoke every live token called NAME; requests with them are refused from now on."""
+    from app.auth import service as auth
+    from app.db import session_scope
+
+    with session_scope() as session:
+        count = auth.revoke_token(session, name=name)
+    typer.echo(f"revoked {count} token{'s' if count != 1 else ''} named {name}")
+
+
 @user_app.command("create")
 @friendly
 def user_create(

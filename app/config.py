@@ -51,7 +51,13 @@ class Settings(BaseSettings):
     signup_ip_per_minute: int = Field(default=20, ge=1)
     signup_address_per_hour: int = Field(default=5, ge=1)
     confirm_resend_minutes: int = Field(default=15, ge=0)
-    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # How long after unsubscribing the reader may undo it from the page; later, they sign up
+    # again with double opt-in (the link is in every issue they forward).
+    unsubscribe_undo_hours: int = Field(default=24, ge=0)
+    # Request bodies: a JSON document or form, a CSV import, one raw message (a bounce report).
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_csv_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     # Provider webhooks (POST /webhooks/…); each provider is refused until its settings are set.
     # Amazon SES through SNS: the TopicArns allowed to post, comma-separated.

@@ -12,12 +12,16 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import models  # noqa: F401  (every table registered before the first query)
+from app.auth.router import router as tokens_router
 from app.bounces.router import router as bounces_router
 from app.config import get_settings
 from app.errors import AppError
+from app.headers import SecurityHeaders
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
+from app.limits import RequestGate
 from app.newsletters.router import router as newsletters_router
+from app.openapi import install as install_openapi
 from app.ops.health import router as health_router
 from app.ops.metrics import router as metrics_router
 from app.ops.middleware import RequestIdMiddleware
@@ -62,6 +66,8 @@ def create_app() -> FastAPI:
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
         version="0.1.0",
     )
+    app.add_middleware(RequestGate)
+    app.add_middleware(SecurityHeaders)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(newsletters_router)
@@ -79,6 +85,8 @@ def create_app() -> FastAPI:
         # Only these peers may say who the client is (X-Forwarded-For): the rate limits and
         # the consent log use that address.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
+    app.include_router(tokens_router)
+    install_openapi(app)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False),
               name="static")

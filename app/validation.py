@@ -18,11 +18,22 @@ MAX_ATTRIBUTE_KEY = 64
 MAX_ATTRIBUTE_VALUE = 1000
 RESERVED_ATTRIBUTES = ("email", "name", "status", "suppressed", "created_at")
 
-# Control characters (CR and LF among them) never belong in a name or a header.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-# Longer text (a footer, an address) may have line breaks and tabs, never other controls:
-# PostgreSQL refuses NUL in text outright.
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The one rule for text that may reach a header, a filter or a file name: no C0 or C1 control
+# character (NUL, CR, LF and NEL U+0085 among them), no DEL, no Unicode line or paragraph
+# separator (U+2028, U+2029). Python's str.splitlines() and the email package break lines at
+# every one of these, so any of them in a subject or a name breaks a message.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Longer text (a footer, a story, an address) may have line breaks and tabs, never other
+# controls: PostgreSQL refuses NUL in text outright.
+CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL = CONTROL
+_CONTROL_MULTILINE = CONTROL_MULTILINE
+CONTROL_MESSAGE = "must not contain line breaks or control characters"
+
+
+def has_control(text: str) -> bool:
+    """True if `text` breaks the one-line rule (see CONTROL)."""
+    return CONTROL.search(text) is not None
 
 
 def normalise_email(raw: str) -> str:
@@ -56,7 +67,7 @@ def clean_text(value: Any, *, field: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{field} must be a string")
     if _CONTROL.search(value):
-        raise Invalid(f"{field} must not contain line breaks or control characters")
+        raise Invalid(f"{field} {CONTROL_MESSAGE}")
     text = str(value).strip()
     if len(text) > max_length:
         raise Invalid(f"{field} is longer than {max_length} characters")

@@ -8,11 +8,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.models import ApiToken
-from app.auth.service import authenticate
-from app.db import SessionDep
+from app.auth.service import authenticate, record_use
+from app.db import session_scope
 from app.errors import AppError
 
 _bearer = HTTPBearer(auto_error=False, description="An editor token from `missive token create`")
+
+# Where the request gate (app/limits.py) leaves the token it checked before the body was read.
+STATE_KEY = "api_token"
 
 
 class Unauthorized(AppError):
@@ -24,16 +27,32 @@ class Forbidden(AppError):
     status_code = 403
 
 
+def token_from_header(authorization: str | None) -> ApiToken:
+    """The live token an `Authorization: Bearer …` value names, or Unauthorized.
+
+    Runs in its own short transaction, apart from the request's session: the request never
+    holds a lock on its token's row (see `record_use`).
+    """
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("missing bearer token")
+    with session_scope() as session:
+        token = authenticate(session, credentials.strip())
+        if token is None:
+            raise Unauthorized("invalid or revoked token")
+        record_use(session, token)
+    return token
+
+
 def current_token(
-    session: SessionDep,
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token")
-    token = authenticate(session, creds.credentials)
-    if token is None:
-        raise Unauthorized("invalid or revoked token")
+    token = request.scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(token, ApiToken):
+        if creds is None:
+            raise Unauthorized("missing bearer token")
+        token = token_from_header(f"{creds.scheme} {creds.credentials}")
     # Viewers may read; only editors and admins change anything.
     if token.role == "viewer" and request.method not in ("GET", "HEAD", "OPTIONS"):
         raise Forbidden("this token may only read")
@@ -41,3 +60,12 @@ def current_token(
 
 
 TokenDep = Annotated[ApiToken, Depends(current_token)]
+
+
+def admin_token(token: TokenDep) -> ApiToken:
+    if token.role != "admin":
+        raise Forbidden("only an admin token may do this")
+    return token
+
+
+AdminDep = Annotated[ApiToken, Depends(admin_token)]

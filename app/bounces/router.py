@@ -5,37 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from app.auth.deps import TokenDep
-from app.bounces import parse, service, webhooks
+from app.bounces import service, webhooks
 from app.bounces.events import BounceEvent
 from app.db import DbId, SessionDep
-from app.errors import AppError, Invalid
+from app.errors import Invalid
 
 router = APIRouter(tags=["bounces"])
 
-MAX_BODY = parse.MAX_MESSAGE_BYTES
-MAX_WEBHOOK_BODY = 1024 * 1024
+async def _raw_body(request: Request) -> bytes:
+    # Its size is bounded as it is read (app/limits.py); only the reading happens on the loop.
+    return await request.body()
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise AppError(f"the body is larger than {limit} bytes", 413)
-    return bytes(body)
+RawBody = Annotated[bytes, Depends(_raw_body)]
 
 
 @router.post("/api/v1/bounces", summary="Ingest one raw bounce (DSN) or complaint (ARF)")
-async def post_bounce(request: Request, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    raw = await _body(request, MAX_BODY)
+def post_bounce(_: TokenDep, raw: RawBody, session: SessionDep) -> dict[str, Any]:
     if not raw.strip():
         raise Invalid("the body is empty: send one raw RFC 5322 message")
-    return await run_in_threadpool(service.ingest_message, session, raw)
+    return service.ingest_message(session, raw)
 
 
 class BounceOut(BaseModel):
@@ -84,28 +77,20 @@ def _webhook(session: Any, events: list[BounceEvent]) -> dict[str, Any]:
 
 
 @router.post("/webhooks/ses", include_in_schema=True)
-async def ses(request: Request, session: SessionDep) -> dict[str, Any]:
-    body = await _body(request, MAX_WEBHOOK_BODY)
-    events = await run_in_threadpool(webhooks.ses_events, body)
-    return await run_in_threadpool(_webhook, session, events)
+def ses(body: RawBody, session: SessionDep) -> dict[str, Any]:
+    return _webhook(session, webhooks.ses_events(body))
 
 
 @router.post("/webhooks/sendgrid")
-async def sendgrid(request: Request, session: SessionDep) -> dict[str, Any]:
-    body = await _body(request, MAX_WEBHOOK_BODY)
-    events = webhooks.sendgrid_events(body, request.headers)
-    return await run_in_threadpool(_webhook, session, events)
+def sendgrid(request: Request, body: RawBody, session: SessionDep) -> dict[str, Any]:
+    return _webhook(session, webhooks.sendgrid_events(body, request.headers))
 
 
 @router.post("/webhooks/postmark")
-async def postmark(request: Request, session: SessionDep) -> dict[str, Any]:
-    body = await _body(request, MAX_WEBHOOK_BODY)
-    events = webhooks.postmark_events(body, request.headers)
-    return await run_in_threadpool(_webhook, session, events)
+def postmark(request: Request, body: RawBody, session: SessionDep) -> dict[str, Any]:
+    return _webhook(session, webhooks.postmark_events(body, request.headers))
 
 
 @router.post("/webhooks/mailgun")
-async def mailgun(request: Request, session: SessionDep) -> dict[str, Any]:
-    body = await _body(request, MAX_WEBHOOK_BODY)
-    events = await run_in_threadpool(webhooks.mailgun_events, body, request.headers)
-    return await run_in_threadpool(_webhook, session, events)
+def mailgun(request: Request, body: RawBody, session: SessionDep) -> dict[str, Any]:
+    return _webhook(session, webhooks.mailgun_events(body, request.headers))

@@ -38,6 +38,7 @@ from app.config import Settings, get_settings
 from app.db import dialect_insert, get_engine, utcnow
 from app.errors import AppError, Invalid
 from app.ratelimit import RateCounter, redis_client
+from app.validation import CONTROL_MESSAGE, has_control
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
 
 
 def _address(value: Any) -> str | None:
+    if isinstance(value, str) and has_control(value):
+        raise Invalid(f"a recipient address {CONTROL_MESSAGE}")
     text = _text(value, 1000)
     if text is None:
         return None

@@ -49,7 +49,7 @@ def archive_index(slug: str, request: Request, session: SessionDep) -> Response:
         "newsletter": newsletter, "title": f"{newsletter.name}: all issues", "issues": issues,
         "feed_url": f"{base}/archive/{slug}/feed.xml",
         "subscribe_url": f"{base}/subscribe/{slug}",
-    }, headers=_PAGE_HEADERS)
+    }, headers=_CACHE)  # a page of ours: the strict policy of app/headers.py
 
 
 @router.get("/archive/{slug}/feed.xml")

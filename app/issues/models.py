@@ -43,6 +43,8 @@ class Issue(Base):
     # None: the newsletter's footer.
     footer: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="draft")
+    # Part of every preview key; raising it revokes the keys given out before.
+    preview_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

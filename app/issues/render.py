@@ -36,10 +36,11 @@ from premailer import Premailer
 from app.issues import markdown
 from app.issues.models import issue_label
 from app.issues.schemas import IssueContent
+from app.validation import CONTROL
 from app.web import mail_env
 
 BODY_SLOTS = ("greeting", "unsubscribe_url", "web_url")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = CONTROL
 # What may never appear in a URL or address put into a header or an attribute.
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x20\x7f<>\"]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth.deps import TokenDep, Unauthorized, current_token
+from app.auth.deps import Forbidden, TokenDep, Unauthorized, current_token
 from app.db import DbId, SessionDep
 from app.errors import AppError
 from app.issues import service
@@ -62,15 +62,20 @@ def _body_doc(model: type[IssueDocument] | type[IssuePatch]) -> dict[str, Any]:
     }}}
 
 
-async def _document(request: Request) -> Any:
-    """The issue document in the body, JSON or YAML (by Content-Type); every problem in it is
-    reported together, so the body is read here rather than by FastAPI."""
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    body = b""
+async def _document_body(request: Request) -> bytes:
+    """The issue document's bytes; every problem in it is reported together, so the body is
+    read here rather than by FastAPI. Only the reading happens on the event loop."""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > service.MAX_DOCUMENT_BYTES:
             raise AppError("the issue document is larger than 1 MB", 413)
+    return bytes(body)
+
+
+def _document(request: Request, body: Annotated[bytes, Depends(_document_body)]) -> Any:
+    """The issue document in the body, JSON or YAML (by Content-Type), parsed in a thread."""
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype in _YAML_TYPES:
         return service.parse_document(body, kind="yaml")
     if ctype in ("application/json", ""):
@@ -139,14 +144,21 @@ def _preview_access(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     key: str | None = None,
+    subscriber: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> None:
     # A browser cannot send a bearer token from the address bar: the issue's `preview_url`
-    # carries a signed key for this one issue instead.
-    if key is not None:
-        if service.check_preview_key(issue_id, key):
+    # carries a signed key for this one issue instead. The key shows the made-up sample reader
+    # only: a reader's own copy holds their address and unsubscribe token, so it takes a token.
+    if key is not None and subscriber is None:
+        if service.check_preview_key(session, issue_id, key):
             return
-        raise Unauthorized("this preview link is invalid or has expired")
-    current_token(session, request, creds)
+        raise Unauthorized("this preview link is invalid, expired or revoked")
+    if creds is None and subscriber is not None:
+        raise Unauthorized("a reader's own copy needs an editor token; the preview link "
+                           "shows the sample reader only")
+    token = current_token(request, creds)
+    if subscriber is not None and token.role == "viewer":
+        raise Forbidden("a reader's own copy needs an editor token")
 
 
 PreviewAccess = Annotated[None, Depends(_preview_access)]
@@ -178,3 +190,9 @@ def preview_message(issue_id: DbId, session: SessionDep, _: PreviewAccess,
     return Response(message, media_type="message/rfc822", headers={
         **_PREVIEW_HEADERS, "Content-Disposition": f'attachment; filename="issue-{issue_id}.eml"',
     })
+
+
+@router.post("/{issue_id}/preview/revoke")
+def revoke_preview_links(issue_id: DbId, session: SessionDep, _: TokenDep) -> IssueOut:
+    """Void every preview link given out for this issue; the answer carries a new one."""
+    return service.to_out(service.revoke_preview_links(session, issue_id))

@@ -22,11 +22,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.issues import markdown
+from app.validation import CONTROL, CONTROL_MULTILINE
 
-# Control characters (CR and LF among them) never belong in a single-line field.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-# In Markdown, line breaks and tabs are fine; other control characters are not.
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Single-line fields follow the one rule of app/validation.py; in Markdown, line breaks and
+# tabs are fine, other control characters are not.
+_CONTROL = CONTROL
+_CONTROL_MULTILINE = CONTROL_MULTILINE
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>\"\\`{}|^]")
 
 MAX_URL = 2000

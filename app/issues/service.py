@@ -362,12 +362,19 @@ def list_page(session: Session, *, newsletter: str | None, status: str | None,
 
 
 def content_of(issue: Issue) -> IssueContent:
-    """The issue's content as the renderer takes it."""
-    return IssueContent.model_validate({
-        "volume": issue.volume, "number": issue.number, "subject": issue.subject,
-        "preheader": issue.preheader, "hero_image": issue.hero_image, "stories": issue.stories,
-        "links": issue.links, "footer": issue.footer,
-    })
+    """The issue's content as the renderer takes it; Invalid (422) when stored data breaks
+    today's rules (written before a rule, or by another program), so that a preview or a send
+    says why instead of failing."""
+    try:
+        return IssueContent.model_validate({
+            "volume": issue.volume, "number": issue.number, "subject": issue.subject,
+            "preheader": issue.preheader, "hero_image": issue.hero_image,
+            "stories": issue.stories, "links": issue.links, "footer": issue.footer,
+        })
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        raise Invalid(f"issue {issue.id} cannot be built: {problems}") from exc
 
 
 def web_url(issue: Issue) -> str:
@@ -375,17 +382,28 @@ def web_url(issue: Issue) -> str:
     return f"{base}/archive/{issue.newsletter.slug}/{issue.volume}.{issue.number}"
 
 
-def preview_key(issue_id: int) -> str:
-    """A signed key that opens this issue's preview in a browser, without a token."""
-    return sign("issue-preview", {"i": issue_id})
+def preview_key(issue: Issue) -> str:
+    """A signed key that opens this issue's preview (the sample reader's copy) in a browser,
+    without a token, for PREVIEW_LINK_DAYS or until revoked."""
+    return sign("issue-preview", {"i": issue.id, "e": issue.preview_epoch})
 
 
-def check_preview_key(issue_id: int, key: str) -> bool:
+def check_preview_key(session: Session, issue_id: int, key: str) -> bool:
+    """True if `key` is a live preview key of this issue (not forged, expired or revoked)."""
     try:
         payload, _ = unsign("issue-preview", key, max_age_seconds=PREVIEW_LINK_DAYS * 86400)
     except Exception:  # noqa: BLE001  (forged, altered or expired: all simply "no")
         return False
-    return bool(payload == {"i": issue_id})
+    issue = session.get(Issue, issue_id)
+    return issue is not None and payload == {"i": issue_id, "e": issue.preview_epoch}
+
+
+def revoke_preview_links(session: Session, issue_id: int) -> Issue:
+    """Void every preview link of this issue given out so far; `to_out` shows a new one."""
+    issue = get(session, issue_id)
+    issue.preview_epoch += 1
+    session.flush()
+    return issue
 
 
 def to_out(issue: Issue) -> IssueOut:
@@ -408,7 +426,7 @@ def to_out(issue: Issue) -> IssueOut:
         "created_at": issue.created_at,
         "updated_at": issue.updated_at,
         "web_url": web_url(issue),
-        "preview_url": f"{base}/api/v1/issues/{issue.id}/preview?key={preview_key(issue.id)}",
+        "preview_url": f"{base}/api/v1/issues/{issue.id}/preview?key={preview_key(issue)}",
     })
 
 

@@ -376,8 +376,16 @@ class Drainer:
         window = s.send_window
         if s.send_rate > 0:
             window = max(1, min(window, int(s.send_rate)))
-        prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)
         rows = claim.rows
+        try:
+            prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)
+        except Exception as exc:  # noqa: BLE001  (any: the rows fail with it, the send goes on)
+            log.exception("send %s: the issue cannot be built", self.send_id)
+            with self._ledger_lock, self.sessions.begin() as session:
+                started = ledger.fence(session, send_id=self.send_id, ids=[r.id for r in rows],
+                                       token=claim.token)
+            self._record([_unbuildable(key, exc) for key in sorted(started)], rows, claim)
+            return True
         for start in range(0, len(rows), window):
             if self.stop.is_set():
                 self.stats.stopped_because = "worker stopping"
@@ -399,7 +407,9 @@ class Drainer:
                             "left to others", self.send_id, len(rows) - start)
                 self.stats.lost += len(rows) - start
                 return True
-            outgoing = self._prepare(part, prebuilt, claim)
+            outgoing, broken = self._prepare(part, prebuilt, claim)
+            if broken:
+                self._record(broken, part, claim)
             if not outgoing:
                 continue
             outcomes = self.sender.send_many(outgoing)
@@ -408,28 +418,38 @@ class Drainer:
         return True
 
     def _prepare(self, part: list[ledger.ClaimedRow], prebuilt: messages.Prebuilt,
-                 claim: _Claim) -> list[Outgoing]:
+                 claim: _Claim) -> tuple[list[Outgoing], list[Outcome]]:
         """Re-check each reader, skip those who left, build the others' copies and fence them:
-        only the rows the fence returns are mailed."""
+        only the rows the fence returns are mailed. A copy that cannot be built is a failed
+        outcome with the reason (fenced too, so only a row this worker holds is recorded)."""
         ids = [r.id for r in part]
         with self.sessions() as session:
             readers = ledger.readers(session, ids)
         gone = sorted(set(ids) - {r.delivery_id for r in readers if r.eligible})
-        built = [
-            messages.outgoing(prebuilt, delivery_id=r.delivery_id, email=r.email, name=r.name,
-                              email_key=r.email_key, subscription_id=r.subscription_id)
-            for r in readers if r.eligible
-        ]
+        built: list[Outgoing] = []
+        broken: list[Outcome] = []
+        for r in readers:
+            if not r.eligible:
+                continue
+            try:
+                built.append(messages.outgoing(
+                    prebuilt, delivery_id=r.delivery_id, email=r.email, name=r.name,
+                    email_key=r.email_key, subscription_id=r.subscription_id))
+            except Exception as exc:  # noqa: BLE001  (any: this row fails, the rest go on)
+                log.warning("delivery %s: the message cannot be built: %s", r.delivery_id, exc)
+                broken.append(_unbuildable(r.delivery_id, exc))
         with self._ledger_lock, self.sessions.begin() as session:
             self.stats.skipped += ledger.skip(session, ids=gone, token=claim.token,
                                               reason=SKIP_REASON)
-            started = ledger.fence(session, send_id=self.send_id, ids=[o.key for o in built],
+            started = ledger.fence(session, send_id=self.send_id,
+                                   ids=[o.key for o in built] + [o.key for o in broken],
                                    token=claim.token)
-        if len(started) < len(built):
+        held = len(built) + len(broken)
+        if len(started) < held:
             log.warning("send %s: %d of %d rows of a window were no longer held; not mailed",
-                        self.send_id, len(built) - len(started), len(built))
-            self.stats.lost += len(built) - len(started)
-        return [o for o in built if o.key in started]
+                        self.send_id, held - len(started), held)
+            self.stats.lost += held - len(started)
+        return ([o for o in built if o.key in started], [o for o in broken if o.key in started])
 
     def _record(self, outcomes: list[Outcome], part: list[ledger.ClaimedRow],
                 claim: _Claim) -> None:
@@ -500,6 +520,16 @@ class Drainer:
     def _outage_started(self, send: Send, now: datetime) -> datetime:
         # The last success ends an outage; without one, the send's start does.
         return send.last_success_at or send.started_at or now
+
+
+# Not an SMTP reply code: the copy could not be built. A permanent failure of the row (neither
+# retried nor throttled), and never a bounce (the bounce policy looks at codes of 400 and up).
+UNBUILDABLE = 1
+
+
+def _unbuildable(delivery_id: int, exc: Exception) -> Outcome:
+    return Outcome(key=delivery_id, code=UNBUILDABLE,
+                   reply=f"the message could not be built: {exc}"[:1000])
 
 
 def finish(session: Session, send_id: int) -> bool:

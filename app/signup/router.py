@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from app.db import SessionDep
 from app.errors import AppError, Invalid, NotFound
@@ -107,10 +108,15 @@ def signup(
     data: Annotated[SignupInput, Depends(signup_input)],
 ) -> Response:
     newsletter = newsletters.get_by_slug(session, slug)
+    # What differs between a new and a known address is done after the answer has gone
+    # (a background task), so neither the answer nor its timing tells them apart.
+    background = None
     try:
         if not data.honeypot:  # a bot filled the hidden field: answer as usual, do nothing
-            service.sign_up(session, slug=slug, email=data.email, name=data.name,
-                            actor=_actor(request, f"form:{slug}"))
+            accepted = service.accept_sign_up(session, slug=slug, email=data.email,
+                                              name=data.name,
+                                              actor=_actor(request, f"form:{slug}"))
+            background = BackgroundTask(service.record_sign_up_apart, accepted)
     except AppError as exc:
         if data.wants_json:
             raise
@@ -124,10 +130,12 @@ def signup(
             status_code=exc.status_code,
         )
     if data.wants_json:
-        return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202)
+        return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202,
+                            background=background)
     return pages().TemplateResponse(
         request, "message.html",
         {"newsletter": newsletter, "title": "Check your inbox", "message": CHECK_INBOX},
+        background=background,
     )
 
 
@@ -174,8 +182,8 @@ _UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email,
                   "the newsletter and we will take you off the list.")
 
 
-def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str
-                ) -> Response:
+def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str,
+                status_code: int = 200) -> Response:
     if view.outcome is Outcome.INVALID:
         title, message = _UNSUB_INVALID
         return pages().TemplateResponse(
@@ -185,6 +193,7 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
     return pages().TemplateResponse(
         request, "unsubscribe.html",
         {"newsletter": view.newsletter, "token": token, "state": state},
+        status_code=status_code,
     )
 
 
@@ -192,7 +201,9 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
 @router.get("/u/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     view = service.check_unsubscribe(session, token)
-    state = "done" if view.outcome is Outcome.ALREADY else "ask"
+    state = "ask"
+    if view.outcome is Outcome.ALREADY:
+        state = "done" if service.check_undo_open(session, token) else "gone"
     return _unsub_page(request, token, view, state=state)
 
 
@@ -206,6 +217,8 @@ def unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
 @router.post("/u/{token}/undo", response_class=HTMLResponse)
 def resubscribe(token: str, request: Request, session: SessionDep) -> Response:
     view = service.resubscribe(session, token, _actor(request, "unsubscribe-undo"))
+    if view.outcome is Outcome.EXPIRED:
+        return _unsub_page(request, token, view, state="gone", status_code=410)
     if view.outcome is Outcome.STALE:
         return pages().TemplateResponse(
             request, "message.html",

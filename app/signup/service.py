@@ -7,6 +7,7 @@ who is subscribed. Mails go out from worker tasks enqueued after the sign-up com
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app import ratelimit
 from app.config import get_settings
-from app.db import dialect_insert, utcnow
+from app.db import dialect_insert, session_scope, utcnow
 from app.errors import TooManyRequests
 from app.mail import compose
 from app.mail.transport import Transport
@@ -29,6 +30,8 @@ from app.subscribers import repository as repo
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription
 from app.subscribers.service import Actor, is_suppressed, set_status
 from app.validation import MAX_NAME, clean_text, email_key, normalise_email
+
+log = logging.getLogger(__name__)
 
 
 def _fingerprint(key: str) -> str:
@@ -69,13 +72,25 @@ def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tu
     return sub, signed_at
 
 
-def sign_up(
-    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
-) -> None:
-    """Record a sign-up and, where one is due, enqueue a confirmation mail.
+@dataclass(frozen=True)
+class SignupRequest:
+    """A sign-up that passed its checks, waiting to be recorded."""
 
-    Raises Invalid for bad input and TooManyRequests past the limits; otherwise returns nothing,
-    whether the address was new, pending, active or suppressed.
+    newsletter_id: int
+    address: str
+    key: str
+    name: str
+    actor: Actor
+
+
+def accept_sign_up(
+    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
+) -> SignupRequest:
+    """Check a sign-up: its input and the rate limits. The same work for every address.
+
+    Nothing here looks the address up: whether it is new, pending, active or suppressed is
+    only found out by `record_sign_up`, after the answer has gone (so the answer's timing
+    cannot tell). Raises Invalid for bad input and TooManyRequests past the limits.
     """
     settings = get_settings()
     newsletter = newsletters.get_by_slug(session, slug)
@@ -90,12 +105,19 @@ def sign_up(
         f"signup-addr:{key}", limit=settings.signup_address_per_hour, per_seconds=3600
     ):
         raise TooManyRequests("too many sign-ups for this email address; try again later")
+    return SignupRequest(newsletter.id, address, key, clean_name, actor)
 
-    if is_suppressed(session, key):
+
+def record_sign_up(session: Session, request: SignupRequest) -> None:
+    """Record an accepted sign-up and, where one is due, enqueue a confirmation mail."""
+    settings = get_settings()
+    newsletter = session.get(Newsletter, request.newsletter_id)
+    if newsletter is None or is_suppressed(session, request.key):
         return
+    actor, key, clean_name = request.actor, request.key, request.name
     subscriber = repo.get_by_email_key(session, key)
     if subscriber is None:
-        subscriber = _insert_subscriber(session, address, key, clean_name)
+        subscriber = _insert_subscriber(session, request.address, key, clean_name)
     elif clean_name and not subscriber.name:
         subscriber.name = clean_name
     sub = repo.subscription(session, subscriber.id, newsletter.id)
@@ -115,6 +137,28 @@ def sign_up(
     session.flush()
     counters.add({"signups": 1}, session=session)
     enqueue_after_commit(session, "missive.send_confirmations", [sub.id])
+
+
+def record_sign_up_apart(request: SignupRequest) -> None:
+    """`record_sign_up` in a transaction of its own: run after the answer is sent."""
+    try:
+        with session_scope() as session:
+            record_sign_up(session, request)
+    except Exception:
+        # The reader was answered already; the log is the only place this can go.
+        log.exception("could not record the sign-up of %s", request.address)
+
+
+def sign_up(
+    session: Session, *, slug: str, email: str, name: str | None, actor: Actor
+) -> None:
+    """Check and record a sign-up at once (for callers that need no constant-time answer).
+
+    Raises Invalid for bad input and TooManyRequests past the limits; otherwise returns nothing,
+    whether the address was new, pending, active or suppressed.
+    """
+    record_sign_up(session, accept_sign_up(session, slug=slug, email=email, name=name,
+                                           actor=actor))
 
 
 def _insert_subscriber(session: Session, address: str, key: str, name: str) -> Subscriber:
@@ -206,6 +250,12 @@ def check_unsubscribe(session: Session, token: str) -> TokenView:
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
 
 
+def check_undo_open(session: Session, token: str) -> bool:
+    """True if the unsubscribe behind `token` may still be undone, changing nothing."""
+    sub = _unsubscribe_target(session, token)
+    return sub is not None and sub.status == "unsubscribed" and undo_open(sub)
+
+
 def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Unsubscribe the reader behind `token` from its newsletter, at once."""
     sub = _unsubscribe_target(session, token)
@@ -219,14 +269,25 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     return view
 
 
+def undo_open(sub: Subscription) -> bool:
+    """True while an unsubscribe may still be undone from its link."""
+    window = timedelta(hours=get_settings().unsubscribe_undo_hours)
+    return sub.unsubscribed_at is not None and utcnow() - sub.unsubscribed_at <= window
+
+
 def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
-    """Undo an unsubscribe from its own link (the reader changed their mind at once)."""
+    """Undo an unsubscribe from its own link, within the undo window (the reader changed
+    their mind at once). Later the link is only proof of an old address: EXPIRED, and the
+    reader signs up again with double opt-in."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
         view.outcome = Outcome.STALE
+        return view
+    if sub.status == "unsubscribed" and not undo_open(sub):
+        view.outcome = Outcome.EXPIRED
         return view
     if sub.status != "active":
         set_status(session, sub.subscriber, sub.newsletter, "active", actor)
@@ -261,13 +322,14 @@ def deliver_confirmation(session: Session, subscription_id: int, transport: Tran
                      utcnow() - timedelta(minutes=settings.confirm_resend_minutes)):
         return False
     url = f"{settings.base_url}/confirm/{confirm_token(sub)}"
+    # Whoever signed the address up chose the name: until its owner confirms, none of that
+    # text reaches them (no display name, no greeting by name), so the form relays nothing.
     message = compose.build(
         template="confirm",
         newsletter=sub.newsletter,
-        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+        to=compose.recipient("", sub.subscriber.email),
         subject=f"Confirm your subscription to {sub.newsletter.name}",
-        context={"confirm_url": url, "subscriber": sub.subscriber,
-                 "ttl_hours": settings.confirm_ttl_hours},
+        context={"confirm_url": url, "ttl_hours": settings.confirm_ttl_hours},
         headers={"Auto-Submitted": "auto-generated"},
     )
     transport.send(settings.bounce_address, [sub.subscriber.email], message)

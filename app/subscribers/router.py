@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-import tempfile
-from typing import Annotated, Any, Literal
+import io
+import logging
+from typing import IO, Annotated, Any, Literal
 
+import anyio.from_thread
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from app.auth.deps import TokenDep
-from app.config import get_settings
 from app.db import DbId, SessionDep, session_scope
-from app.errors import AppError
 from app.newsletters import service as newsletters
 from app.subscribers import csvio, service
 from app.subscribers.schemas import (
@@ -21,11 +22,9 @@ from app.subscribers.schemas import (
 )
 from app.subscribers.service import Actor
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(prefix="/api/v1/subscribers", tags=["subscribers"])
-
-
-class PayloadTooLarge(AppError):
-    status_code = 413
 
 
 def _actor(request: Request, token_name: str) -> Actor:
@@ -62,33 +61,57 @@ def create_subscriber(
 @router.post("/import")
 async def import_subscribers(
     request: Request,
-    session: SessionDep,
     token: TokenDep,
     newsletter: str,
     status: Literal["active", "pending"] = "active",
 ) -> dict[str, Any]:
     """CSV body, header `email,name,…`: further columns become attributes."""
-    target = newsletters.get_by_slug(session, newsletter)
-    limit = get_settings().max_request_bytes
-    # Spool the body to disk as it arrives, then import it in batches from there.
-    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the CSV is larger than {limit} bytes")
-            spool.write(chunk)
-        spool.seek(0)
+    # The import runs in a worker thread that pulls the body from the event loop chunk by chunk
+    # as it needs it: nothing blocks the loop, the CSV is never held whole, and a client that
+    # goes away stops the import (ClientDisconnect) with the batches already committed kept.
+    body = io.BufferedReader(RequestBody(request), buffer_size=64 * 1024)
+    try:
         report = await run_in_threadpool(
-            csvio.import_csv,
-            session,
-            spool,
-            newsletter=target,
-            status=status,
-            source=f"csv-import:{token.name}",
-            checkpoint=session.commit,
-        )
+            _import, body, newsletter=newsletter, status=status,
+            source=f"csv-import:{token.name}")
+    except ClientDisconnect:
+        log.info("CSV import by %s stopped: the client went away", token.name)
+        return {"detail": "the client went away"}
     return report.as_dict()
+
+
+def _import(body: IO[bytes], *, newsletter: str, status: str, source: str) -> csvio.ImportReport:
+    with session_scope() as session:
+        target = newsletters.get_by_slug(session, newsletter)
+        return csvio.import_csv(session, body, newsletter=target, status=status, source=source,
+                                checkpoint=session.commit)
+
+
+class RequestBody(io.RawIOBase):
+    """The request body as a blocking file, for a worker thread started by anyio.
+
+    Each read waits on the event loop for the next chunk (`anyio.from_thread.run`), so the
+    thread blocks and the loop does not.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._chunks = request.stream()
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._done:
+            try:
+                self._pending = anyio.from_thread.run(self._chunks.__anext__)
+            except StopAsyncIteration:
+                self._done = True
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 @router.get("/export")
