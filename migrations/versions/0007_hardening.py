@@ -1,7 +1,7 @@
 """hardening: revocable issue preview links
 
 Revision ID: 0005_hardening
-Revises: 0004
+Revises: 0006_metric_counters
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0005_hardening'
-down_revision: str | None = '0004'
+down_revision: str | None = '0006_metric_counters'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
