@@ -4,6 +4,7 @@ from app.auth.models import ApiToken, User
 from app.bounces.models import BounceRecord
 from app.db import Base
 from app.issues.models import Issue
+from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
@@ -17,6 +18,7 @@ __all__ = [
     "Delivery",
     "Issue",
     "Newsletter",
+    "OutboundMessage",
     "RateCounter",
     "Send",
     "Subscriber",
