@@ -63,6 +63,6 @@ def drain_send(send_id: int) -> None:
 
 @celery.task(name="missive.send_test", autoretry_for=(Exception,), retry_backoff=True,
              max_retries=5)
-def send_test(issue_id: int, addresses: list[str]) -> None:
+def send_test(issue_id: int, addresses: list[str], marker: bool = True) -> None:
     with session_scope() as session:
-        test_sends.deliver(session, issue_id, addresses, transport())
+        test_sends.deliver(session, issue_id, addresses, transport(), marker=marker)

@@ -421,9 +421,11 @@ def render(issue: Issue, *, date: datetime | None = None) -> RenderedEmail:
                         base_url=get_settings().base_url, date=date or utcnow())
 
 
-def prebuilt(issue: Issue, *, date: datetime | None = None) -> PrebuiltMessage:
-    """The issue as a pre-built message, ready for `personalise` per reader."""
-    return build_message(render(issue, date=date))
+def prebuilt(issue: Issue, *, date: datetime | None = None,
+             extra_headers: dict[str, str] | None = None) -> PrebuiltMessage:
+    """The issue as a pre-built message, ready for `personalise` per reader; `extra_headers`
+    go into every copy (e.g. the send's Feedback-ID)."""
+    return build_message(render(issue, date=date), extra_headers=extra_headers)
 
 
 def recipient_for(subscription: Subscription, *, message_id: str | None = None) -> Recipient:

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +19,8 @@ from app import ratelimit
 from app.config import get_settings
 from app.db import dialect_insert, utcnow
 from app.errors import TooManyRequests
-from app.mail import compose
+from app.mail import compose, outbound
+from app.mail.models import OutboundMessage
 from app.mail.transport import Transport
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
@@ -46,6 +48,25 @@ def unsubscribe_token(sub: Subscription) -> str:
 def unsubscribe_token_for(subscription_id: int, email_key: str) -> str:
     """The unsubscribe token from bare ids, for the send loop (no ORM objects per reader)."""
     return sign("unsubscribe", {"s": subscription_id, "a": _fingerprint(email_key)})
+
+
+def test_unsubscribe_token(message_record_id: int) -> str:
+    """The unsubscribe token of a test copy: its link works like a reader's (the page, the
+    one-click POST, the mailto) and says it was a test, changing nothing."""
+    return sign("unsubscribe-test", {"m": message_record_id})
+
+
+def _test_view(session: Session, token: str) -> TokenView | None:
+    try:
+        payload, _ = unsign("unsubscribe-test", token)
+    except TokenInvalid:
+        return None
+    row = session.get(OutboundMessage, payload.get("m")) if isinstance(payload, dict) and \
+        isinstance(payload.get("m"), int) else None
+    if row is None:
+        return None
+    newsletter = session.get(Newsletter, row.newsletter_id) if row.newsletter_id else None
+    return TokenView(Outcome.TEST, newsletter, row.email)
 
 
 def unsubscribe_links(token: str) -> tuple[str, str]:
@@ -134,6 +155,7 @@ class Outcome(Enum):
     STALE = "stale"  # signed before the reader unsubscribed, or the address is suppressed
     EXPIRED = "expired"
     INVALID = "invalid"
+    TEST = "test"  # the link of a test copy: shown, never acted upon
 
 
 @dataclass
@@ -199,7 +221,7 @@ def check_unsubscribe(session: Session, token: str) -> TokenView:
     """What an unsubscribe link points at, changing nothing."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "unsubscribed" else Outcome.CONFIRMED
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
 
@@ -208,7 +230,7 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Unsubscribe the reader behind `token` from its newsletter, at once."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if sub.status == "unsubscribed":
         view.outcome = Outcome.ALREADY
@@ -221,7 +243,7 @@ def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Undo an unsubscribe from its own link (the reader changed their mind at once)."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
         view.outcome = Outcome.STALE
@@ -235,7 +257,7 @@ def unsubscribe_everywhere(session: Session, token: str, actor: Actor) -> TokenV
     """Leave every newsletter this reader is on."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     for other in list(sub.subscriber.subscriptions):
         if other.status != "unsubscribed":
             set_status(session, sub.subscriber, other.newsletter, "unsubscribed", actor)
@@ -259,16 +281,14 @@ def deliver_confirmation(session: Session, subscription_id: int, transport: Tran
                      utcnow() - timedelta(minutes=settings.confirm_resend_minutes)):
         return False
     url = f"{settings.base_url}/confirm/{confirm_token(sub)}"
-    message = compose.build(
-        template="confirm",
-        newsletter=sub.newsletter,
-        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+    sent = _mail(
+        session, sub, transport, kind="confirmation", template="confirm",
         subject=f"Confirm your subscription to {sub.newsletter.name}",
         context={"confirm_url": url, "subscriber": sub.subscriber,
                  "ttl_hours": settings.confirm_ttl_hours},
-        headers={"Auto-Submitted": "auto-generated"},
     )
-    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    if not sent:
+        return False
     session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
                              action="confirmation-mailed", source="worker"))
     return True
@@ -295,10 +315,8 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
     if sub.confirmed_at and _mailed_since(session, sub, "welcome-mailed", sub.confirmed_at):
         return False
     unsubscribe_url, mailto = unsubscribe_links(unsubscribe_token(sub))
-    message = compose.build(
-        template="welcome",
-        newsletter=sub.newsletter,
-        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+    sent = _mail(
+        session, sub, transport, kind="welcome", template="welcome",
         subject=f"Welcome to {sub.newsletter.name}",
         context={"subscriber": sub.subscriber, "unsubscribe_url": unsubscribe_url,
                  "archive_url": f"{settings.base_url}/archive/{sub.newsletter.slug}"},
@@ -307,7 +325,30 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
     )
-    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    if not sent:
+        return False
     session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
                              action="welcome-mailed", source="worker"))
     return True
+
+
+def _mail(session: Session, sub: Subscription, transport: Transport, *, kind: str,
+          template: str, subject: str, context: dict[str, Any],
+          headers: dict[str, str] | None = None) -> bool:
+    """Build one transactional mail to a subscription and send it the one way out (stored,
+    VERP, standard headers, DKIM); False when the server refused it for good."""
+    newsletter = sub.newsletter
+    domain = newsletter.from_email.rpartition("@")[2]
+    row = outbound.record(session, kind=kind, email=sub.subscriber.email,
+                          email_key=sub.subscriber.email_key, domain=domain,
+                          newsletter_id=newsletter.id, subscriber_id=sub.subscriber_id,
+                          subscription_id=sub.id)
+    message = compose.build(
+        template=template, newsletter=newsletter,
+        to=compose.recipient(sub.subscriber.name, sub.subscriber.email), subject=subject,
+        context=context, message_id=row.message_id,
+        headers={**outbound.standard_headers(kind=kind, name=newsletter.name,
+                                             slug=newsletter.slug, domain=domain,
+                                             campaign=kind), **(headers or {})},
+    )
+    return outbound.send(session, row, message, transport)
