@@ -180,6 +180,9 @@ def render_issue(
         "date_text": f"{date.day} {date:%B %Y}",
         "preheader": content.preheader,
         "hero": hero,
+        # Shown 600 px wide: the height that keeps the image's shape, when its size is known.
+        "hero_height": round(600 * hero.height / hero.width)
+        if hero is not None and hero.width and hero.height else None,
         "hero_text": hero_text,
         "stories": stories,
         "links": links,

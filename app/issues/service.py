@@ -24,7 +24,7 @@ from app.config import get_settings
 from app.db import utcnow
 from app.errors import Conflict, Invalid, NotFound
 from app.issues import repository as repo
-from app.issues.checks import presend_checks
+from app.issues.checks import presend_checks, setup_checks
 from app.issues.models import Issue, issue_label
 from app.issues.render import (
     NewsletterInfo,
@@ -478,6 +478,11 @@ def checks(issue: Issue) -> CheckReport:
                        unsubscribe_url=f"{get_settings().base_url}/u/{'x' * 96}")
     html, _ = rendered.fill(sample)
     problems = presend_checks(content_of(issue), NewsletterInfo.of(issue.newsletter), html)
+    settings = get_settings()
+    problems += setup_checks(
+        base_url=settings.base_url,
+        dkim_configured=bool(settings.dkim_domain and settings.dkim_selector
+                             and settings.dkim_private_key_path))
     return CheckReport(ok=not any(p.severity == "error" for p in problems),
                        html_bytes=len(html.encode("utf-8")), problems=problems)
 

@@ -61,4 +61,7 @@ def build(
     msg.set_content(env.get_template(f"{template}.txt").render(ctx), cte="quoted-printable")
     msg.add_alternative(env.get_template(f"{template}.html").render(ctx), subtype="html",
                         cte="quoted-printable")
+    if not to.username.isascii():
+        # RFC 6532: the address is written as UTF-8 (the transport then asks for SMTPUTF8).
+        return msg.as_bytes(policy=POLICY.clone(utf8=True))
     return msg.as_bytes(policy=POLICY)
