@@ -239,4 +239,5 @@ def test_spamassassin_scores_every_kind_below_one(every_kind):
         match = re.search(r"X-Spam-Status: \w+, score=(-?[0-9.]+)", out)
         assert match, done.stderr.decode(errors="replace")[-2000:]
         report = out.split("Content analysis details:")[-1][:3000]
+        print(f"spamassassin -L: {kind} scores {match[1]}")  # shown with pytest -s
         assert float(match[1]) < 1.0, f"{kind} scores {match[1]}:\n{report}"

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from app.mail.models import OutboundMessage
 from app.subscribers.models import Suppression
+from tests.conftest import wait_until
 from tests.sending.conftest import SAMPLE_ISSUE
 
 
@@ -20,7 +21,8 @@ def test_a_test_copy_without_the_marker(client, auth, issue, worker, inbox, db):
     assert msg["Subject"] == SAMPLE_ISSUE["subject"]
     assert re.fullmatch(r"test-\d+:alliance-digest:test:missive", str(msg["Feedback-ID"]))
     mail_from = inbox.messages[0][0]
-    row = db.scalars(select(OutboundMessage)).one()
+    # The worker commits the row just after the server took the message.
+    row = wait_until(lambda: db.scalars(select(OutboundMessage)).first(), what="the row")
     assert (row.kind, row.email, row.issue_id) == ("test", "editor@example.org", issue)
     assert mail_from.startswith(f"bounces+m{row.id}-")
     assert msg["Message-ID"] == f"<{row.message_id}>"
