@@ -25,8 +25,10 @@ lint: $(STAMP)
 
 # Debian packages the tests drive as real servers and tools: Chromium for the browser tests
 # (Playwright's own download is not used), Dovecot for the bounce mailbox, Postfix's smtp-sink
-# for bench/. Installed only when missing; services are not started (the tests start their own).
-SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix
+# for bench/, SpamAssassin to score every kind of mail (local tests only). Installed only when
+# missing; services are not started (the tests start their own).
+SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix \
+  /usr/bin/spamassassin:spamassassin
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \

@@ -370,6 +370,8 @@ def issue_send(
     = None,
     next_slot: Annotated[bool, typer.Option(help="at the newsletter's next cadence slot")]
     = False,
+    test_marker: Annotated[bool, typer.Option(
+        help='test copies: "[Test]" before the subject')] = True,
 ) -> None:
     """Send an issue now, at a time, at the next slot, or as a test to a few addresses."""
     from datetime import datetime
@@ -389,7 +391,7 @@ def issue_send(
             return
     with session_scope() as session:
         if test_to:
-            result = sending.test_send(session, issue_id, test_to)
+            result = sending.test_send(session, issue_id, test_to, marker=test_marker)
             message = f"test copies of issue {issue_id} queued for {', '.join(result['test_to'])}"
         else:
             send = sending.schedule(session, issue_id, at=when, next_cadence_slot=next_slot,

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    # An optional second signature, Ed25519-SHA256 (RFC 8463), under a selector of its own.
+    dkim_ed25519_selector: str = ""
+    dkim_ed25519_private_key_path: str = ""
 
     # How long a confirmation link stays valid.
     confirm_ttl_hours: int = Field(default=72, ge=1)

@@ -4,6 +4,7 @@ from app.auth.models import ApiToken, User
 from app.bounces.models import BounceRecord
 from app.db import Base
 from app.issues.models import Issue
+from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
 from app.ops.models import MetricCounter
 from app.ratelimit import RateCounter
@@ -19,6 +20,7 @@ __all__ = [
     "Issue",
     "MetricCounter",
     "Newsletter",
+    "OutboundMessage",
     "RateCounter",
     "Send",
     "Subscriber",

@@ -4,6 +4,7 @@
     .venv/bin/python bench/send.py -n 1000000 -m 2     # a million
     .venv/bin/python bench/send.py -n 10000 --pool 2   # SMTP connections per worker
     .venv/bin/python bench/send.py --confirmations 20  # + sign-up confirmation latency
+    .venv/bin/python bench/send.py --dkim              # DKIM off, then on: both rates
 
 It creates its own database (missive_bench_<random>, dropped at the end), loads the readers
 with COPY, starts Postfix's smtp-sink on a free loopback port and the workers, triggers the send
@@ -123,7 +124,13 @@ def main() -> int:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--confirmations", type=int, default=0,
                         help="sign-ups during the send whose confirmation latency to measure")
+    parser.add_argument("--dkim", action="store_true",
+                        help="run with DKIM off, then on (RSA-2048), and compare the rates")
+    parser.add_argument("--rounds", type=int, default=1, help="off/on pairs with --dkim")
+    parser.add_argument("--dkim-key", help=argparse.SUPPRESS)  # one signed run (from --dkim)
     args = parser.parse_args()
+    if args.dkim:
+        return compare_dkim(args.rounds)
     # Stopped from outside: still stop the workers and drop the database (the `finally` below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
@@ -159,6 +166,9 @@ def main() -> int:
         "MISSIVE_SEND_WINDOW": str(args.window),
         "MISSIVE_SEND_DRAIN_TASKS": str(args.workers * 2),
     }
+    if args.dkim_key:
+        env.update(MISSIVE_DKIM_SELECTOR="bench", MISSIVE_DKIM_PRIVATE_KEY_PATH=args.dkim_key,
+                   MISSIVE_DKIM_DOMAIN="riverside-water.example.org")
     os.environ.update(env)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -276,6 +286,45 @@ def main() -> int:
         client = redis.Redis.from_url(args.redis)
         for key in client.scan_iter(match=f"missive-bench-{run}:*", count=1000):
             client.delete(key)
+
+
+def compare_dkim(rounds: int) -> int:
+    """Whole runs with DKIM off and on, alternated; each its own database and workers."""
+    import re
+    import statistics
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    folder = Path(tempfile.mkdtemp(prefix="missive-bench-dkim-"))
+    key_file = folder / "dkim.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    argv = [a for a in sys.argv[1:] if a != "--dkim"]
+    if "--rounds" in argv:
+        at = argv.index("--rounds")
+        del argv[at:at + 2]
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for _ in range(rounds):
+            for mode, extra in (("off", []), ("on", ["--dkim-key", str(key_file)])):
+                print(f"--- DKIM {mode}", flush=True)
+                done = subprocess.run([sys.executable, __file__, *argv, *extra],
+                                      capture_output=True, text=True)
+                print(done.stdout, end="", flush=True)
+                found = re.search(r"→\s+([\d,]+) messages/s", done.stdout)
+                if done.returncode != 0 or not found:
+                    print(done.stderr[-2000:], file=sys.stderr)
+                    return 1
+                rates[mode].append(float(found[1].replace(",", "")))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(f"DKIM off {off:,.0f} messages/s, on {on:,.0f} messages/s: signed at {on / off:.0%} "
+          f"of the unsigned rate (median of {rounds} alternated pair(s))")
+    return 0
 
 
 if __name__ == "__main__":

@@ -80,10 +80,11 @@ def drain_send(send_id: int) -> dict[str, Any]:
 
 
 @celery.task(name="missive.send_test", bind=True, max_retries=5)
-def send_test(self: Task, issue_id: int, addresses: list[str]) -> None:
+def send_test(self: Task, issue_id: int, addresses: list[str], marker: bool = True) -> None:
     retry = transactional.deliver_each(
         "test", addresses,
-        lambda session, address: test_sends.deliver(session, issue_id, [address], transport()))
+        lambda session, address: test_sends.deliver(session, issue_id, [address], transport(),
+                                                    marker=marker))
     if retry:
-        raise self.retry(args=[issue_id, retry],
+        raise self.retry(args=[issue_id, retry, marker],
                          countdown=transactional.retry_delay(self.request.retries))

@@ -29,8 +29,9 @@ from app.bounces.models import BounceRecord
 from app.config import get_settings
 from app.db import utcnow
 from app.errors import Invalid
+from app.mail import verp
+from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
-from app.sending import verp
 from app.sending.models import Delivery, Send
 from app.signup.service import Outcome, unsubscribe, unsubscribe_token_for
 from app.subscribers.models import Subscriber, Subscription, Suppression
@@ -69,6 +70,8 @@ def ingest_message(session: Session, raw: bytes) -> dict[str, Any]:
         view = unsubscribe(session, wanted[1], Actor(source="mailto"))
         if view.outcome is Outcome.INVALID:
             raise Invalid("the unsubscribe request carries no valid token; nothing was changed")
+        if view.outcome is Outcome.TEST:
+            return Applied(actions=["test copy: nothing changed"]).as_dict()
         return Applied(actions=["unsubscribed"]).as_dict()
     try:
         events = parse.parse_message(raw)
@@ -103,6 +106,20 @@ def match_delivery(session: Session, event: BounceEvent) -> Delivery | None:
     return None
 
 
+def match_message(session: Session, event: BounceEvent) -> OutboundMessage | None:
+    """The transactional message (confirmation, welcome, test copy) an event is about: by its
+    VERP address (HMAC checked), else by its stored Message-ID. None when neither matches."""
+    for address in event.verp_addresses:
+        record_id = verp.message_record_id(address)
+        if record_id is not None:
+            return session.get(OutboundMessage, record_id)
+    message_id = (event.message_id or "").strip("<> ")
+    if message_id.startswith("m") and len(message_id) <= 255:
+        return session.scalars(select(OutboundMessage).where(
+            OutboundMessage.message_id == message_id)).first()
+    return None
+
+
 def ingest(session: Session, events: Sequence[BounceEvent], *, trusted: bool) -> Applied:
     """Apply events. Untrusted sources (raw messages anyone could mail us) must prove their
     delivery; a trusted, authenticated provider may name just the address."""
@@ -112,28 +129,39 @@ def ingest(session: Session, events: Sequence[BounceEvent], *, trusted: bool) ->
             applied.ignored += 1
             continue
         delivery = match_delivery(session, event)
-        if delivery is None and not (trusted and event.recipient):
+        message = match_message(session, event) if delivery is None else None
+        if delivery is None and message is None and not (trusted and event.recipient):
             applied.unmatched += 1
             continue
-        action = apply(session, event, delivery)
+        action = apply(session, event, delivery, message)
         applied.recorded += 1
         assert applied.actions is not None
         applied.actions.append(action)
     return applied
 
 
-def apply(session: Session, event: BounceEvent, delivery: Delivery | None) -> str:
-    """Record one event and carry out the policy; the action taken."""
+def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
+          message: OutboundMessage | None = None) -> str:
+    """Record one event about an issue copy (`delivery`), a transactional mail (`message`)
+    or just an address, and carry out the policy; the action taken."""
     settings = get_settings()
     subscriber: Subscriber | None = None
     if delivery is not None:
         subscriber = session.get(Subscriber, delivery.subscriber_id)
+    elif message is not None:
+        # A test copy may go to an address that is nobody's subscription: its key still
+        # gets suppressed.
+        subscriber = session.scalars(select(Subscriber).where(
+            Subscriber.email_key == message.email_key)).first()
     elif event.recipient:
         subscriber = session.scalars(
             select(Subscriber).where(Subscriber.email_key == event.recipient.lower())).first()
     email_key = subscriber.email_key if subscriber else (
+        message.email_key if message is not None else
         event.recipient.lower() if event.recipient else None)
     if delivery is not None and _already_recorded(session, delivery.id, event.kind):
+        return "duplicate"
+    if message is not None and _message_recorded(session, message, event.kind):
         return "duplicate"
     now = utcnow()
     record = BounceRecord(
@@ -146,7 +174,8 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None) -> st
         status_code=event.status,
         diagnostic=event.diagnostic[:2000],
         source=event.source,
-        message_id=(event.message_id or "")[:255] or None,
+        message_id=(message.message_id if message is not None
+                    else (event.message_id or "")[:255] or None),
     )
     session.add(record)
     action = "none"
@@ -196,6 +225,12 @@ def _already_recorded(session: Session, delivery_id: int, kind: str) -> bool:
     # A report fetched twice (a retried webhook, a message read twice) counts once.
     return session.scalar(select(BounceRecord.id).where(
         BounceRecord.delivery_id == delivery_id, BounceRecord.kind == kind)) is not None
+
+
+def _message_recorded(session: Session, message: OutboundMessage, kind: str) -> bool:
+    return session.scalar(select(BounceRecord.id).where(
+        BounceRecord.message_id == message.message_id, BounceRecord.kind == kind,
+        BounceRecord.delivery_id.is_(None))) is not None
 
 
 def _mark_delivery(session: Session, delivery: Delivery | None, status: str) -> None:
@@ -270,6 +305,16 @@ def record_refusal(session: Session, address: str, code: int, reply: str) -> str
     event = BounceEvent(kind=classify(status, smtp_code=code), recipient=address.lower(),
                         status=status, diagnostic=f"{code} {reply}"[:2000], source="smtp")
     return apply(session, event, None)
+
+
+def record_message_failure(session: Session, message: OutboundMessage, code: int,
+                           reply: str) -> str:
+    """A transactional mail refused with a 5xx at our door: the bounce policy decides, as for
+    an issue copy. The action taken."""
+    status = status_code(reply)
+    event = BounceEvent(kind=classify(status, smtp_code=code), recipient=None, status=status,
+                        diagnostic=f"{code} {reply}", source="smtp")
+    return apply(session, event, None, message)
 
 
 def counts_for_send(session: Session, send_id: int) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from app.issues import markdown
 from app.issues.render import NewsletterInfo
@@ -86,6 +87,12 @@ def presend_checks(content: IssueContent, newsletter: NewsletterInfo, html: str)
             add("error", "empty-story", f"stories[{i}].body",
                 f"story {i + 1} ({story.headline!r}) has a headline but no text")
 
+    hero = content.hero_image
+    if hero and not (hero.width and hero.height):
+        add("warning", "hero-size", "hero_image",
+            "the hero image has no width and height: give its size in pixels "
+            "(hero_image.width, hero_image.height) so the layout keeps its shape with images "
+            "off and Outlook does not stretch it")
     if content.hero_image and not content.hero_image.alt.strip():
         add("warning", "missing-alt", "hero_image.alt",
             "the hero image has no alt text: readers with images off or a screen reader "
@@ -112,4 +119,33 @@ def presend_checks(content: IssueContent, newsletter: NewsletterInfo, html: str)
     if not content.preheader.strip():
         add("warning", "no-preheader", "preheader",
             "no preheader: inboxes will show the first words of the email instead")
+    return problems
+
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 (names, not binds)
+
+
+def setup_checks(*, base_url: str, dkim_configured: bool) -> list[Check]:
+    """Findings about the installation that every issue it sends would carry."""
+    problems: list[Check] = []
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if host in _LOCAL_HOSTS or host.endswith((".localhost", ".local")):
+        problems.append(Check(
+            severity="warning", code="local-base-url", field=None,
+            message=f"MISSIVE_BASE_URL is {base_url}: every unsubscribe, web-version and "
+                    "image link in the email points at this machine, which readers cannot "
+                    "reach; set it to the public https:// address"))
+    elif parts.scheme == "http":
+        problems.append(Check(
+            severity="warning", code="insecure-base-url", field=None,
+            message=f"MISSIVE_BASE_URL is {base_url}: every mail carries an http:// "
+                    "unsubscribe link, which mail clients flag and Gmail's one-click "
+                    "unsubscribe refuses; use https://"))
+    if not dkim_configured:
+        problems.append(Check(
+            severity="warning", code="no-dkim", field=None,
+            message="DKIM is not configured (MISSIVE_DKIM_SELECTOR, _DOMAIN, "
+                    "_PRIVATE_KEY_PATH): Gmail and Yahoo reject or spam-folder bulk mail "
+                    "without a signature aligned with the From domain"))
     return problems

@@ -181,6 +181,9 @@ def render_issue(
         "date_text": f"{date.day} {date:%B %Y}",
         "preheader": content.preheader,
         "hero": hero,
+        # Shown 600 px wide: the height that keeps the image's shape, when its size is known.
+        "hero_height": round(600 * hero.height / hero.width)
+        if hero is not None and hero.width and hero.height else None,
         "hero_text": hero_text,
         "stories": stories,
         "links": links,
@@ -486,6 +489,22 @@ def personalise(prebuilt: PrebuiltMessage, recipient: Recipient) -> bytes:
     form; an address with a non-ASCII local part is written as UTF-8 (RFC 6532), which needs an
     SMTPUTF8 relay.
     """
+    return assemble(prebuilt, personal_values(prebuilt, recipient))
+
+
+def assemble(prebuilt: PrebuiltMessage, values: list[bytes]) -> bytes:
+    """The message from the pre-built segments and one value per slot, in slot order."""
+    segments = prebuilt.segments
+    parts = [segments[0]]
+    for value, segment in zip(values, segments[1:], strict=True):
+        parts.append(value)
+        parts.append(segment)
+    return b"".join(parts)
+
+
+def personal_values(prebuilt: PrebuiltMessage, recipient: Recipient) -> list[bytes]:
+    """The encoded value of each of the pre-built message's slots for one reader, in order
+    (the signer hashes them beside the segments it canonicalised once per issue)."""
     body = _body_values(recipient, prebuilt.web_url)
     html_greeting = html_lib.escape(body["greeting"])
     list_unsubscribe = f"<{body['unsubscribe_url']}>"
@@ -507,12 +526,7 @@ def personalise(prebuilt: PrebuiltMessage, recipient: Recipient) -> bytes:
         "text.unsubscribe_url": _qp_value(body["unsubscribe_url"]),
         "text.web_url": _qp_value(body["web_url"]),
     }
-    segments = prebuilt.segments
-    parts = [segments[0]]
-    for slot, segment in zip(prebuilt.slots, segments[1:], strict=True):
-        parts.append(values[slot])
-        parts.append(segment)
-    return b"".join(parts)
+    return [values[slot] for slot in prebuilt.slots]
 
 
 def render_feed_html(content: IssueContent) -> str:

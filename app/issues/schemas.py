@@ -119,6 +119,10 @@ class HeroImage(_Strict):
     url: WebUrl
     alt: Annotated[str, BeforeValidator(_none_as_empty), _single_line(500)] = ""
     credit: Annotated[str, BeforeValidator(_none_as_empty), _single_line(300)] = ""
+    # The image's size in pixels: the email gives it a height from them, so the layout keeps
+    # its shape while images are off or loading (Outlook honours only the attributes).
+    width: Annotated[int, Field(ge=1, le=20000)] | None = None
+    height: Annotated[int, Field(ge=1, le=20000)] | None = None
 
 
 class Story(_Strict):

@@ -24,7 +24,7 @@ from app.config import get_settings
 from app.db import utcnow
 from app.errors import Conflict, Invalid, NotFound
 from app.issues import repository as repo
-from app.issues.checks import presend_checks
+from app.issues.checks import presend_checks, setup_checks
 from app.issues.models import Issue, issue_label
 from app.issues.render import (
     NewsletterInfo,
@@ -439,9 +439,11 @@ def render(issue: Issue, *, date: datetime | None = None) -> RenderedEmail:
                         base_url=get_settings().base_url, date=date or utcnow())
 
 
-def prebuilt(issue: Issue, *, date: datetime | None = None) -> PrebuiltMessage:
-    """The issue as a pre-built message, ready for `personalise` per reader."""
-    return build_message(render(issue, date=date))
+def prebuilt(issue: Issue, *, date: datetime | None = None,
+             extra_headers: dict[str, str] | None = None) -> PrebuiltMessage:
+    """The issue as a pre-built message, ready for `personalise` per reader; `extra_headers`
+    go into every copy (e.g. the send's Feedback-ID)."""
+    return build_message(render(issue, date=date), extra_headers=extra_headers)
 
 
 def recipient_for(subscription: Subscription, *, message_id: str | None = None) -> Recipient:
@@ -494,6 +496,11 @@ def checks(issue: Issue) -> CheckReport:
                        unsubscribe_url=f"{get_settings().base_url}/u/{'x' * 96}")
     html, _ = rendered.fill(sample)
     problems = presend_checks(content_of(issue), NewsletterInfo.of(issue.newsletter), html)
+    settings = get_settings()
+    problems += setup_checks(
+        base_url=settings.base_url,
+        dkim_configured=bool(settings.dkim_domain and settings.dkim_selector
+                             and settings.dkim_private_key_path))
     return CheckReport(ok=not any(p.severity == "error" for p in problems),
                        html_bytes=len(html.encode("utf-8")), problems=problems)
 

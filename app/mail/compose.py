@@ -24,6 +24,9 @@ def sender(newsletter: Newsletter) -> Address:
 
 def recipient(name: str, address: str) -> Address:
     local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        # The IDNA form needs nothing of the relay; only a non-ASCII local part does.
+        domain = domain.encode("idna").decode("ascii")
     return Address(display_name=name, username=local, domain=domain)
 
 
@@ -35,8 +38,13 @@ def build(
     subject: str,
     context: dict[str, Any],
     headers: dict[str, str] | None = None,
+    message_id: str | None = None,
 ) -> bytes:
-    """A multipart/alternative message from `email/<template>.txt` and `.html`."""
+    """A multipart/alternative message from `email/<template>.txt` and `.html`.
+
+    Both parts are quoted-printable, so the message is 7-bit clean and needs no 8BITMIME.
+    `message_id` is without angle brackets; a random one is made when it is None.
+    """
     env = mail_env()
     ctx = {"newsletter": newsletter, **context}
     msg = EmailMessage(policy=POLICY)
@@ -46,9 +54,14 @@ def build(
         msg["Reply-To"] = newsletter.reply_to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = make_msgid(domain=newsletter.from_email.rpartition("@")[2])
+    msg["Message-ID"] = (f"<{message_id}>" if message_id
+                         else make_msgid(domain=newsletter.from_email.rpartition("@")[2]))
     for key, value in (headers or {}).items():
         msg[key] = value
-    msg.set_content(env.get_template(f"{template}.txt").render(ctx))
-    msg.add_alternative(env.get_template(f"{template}.html").render(ctx), subtype="html")
+    msg.set_content(env.get_template(f"{template}.txt").render(ctx), cte="quoted-printable")
+    msg.add_alternative(env.get_template(f"{template}.html").render(ctx), subtype="html",
+                        cte="quoted-printable")
+    if not to.username.isascii():
+        # RFC 6532: the address is written as UTF-8 (the transport then asks for SMTPUTF8).
+        return msg.as_bytes(policy=POLICY.clone(utf8=True))
     return msg.as_bytes(policy=POLICY)

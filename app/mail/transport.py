@@ -111,7 +111,12 @@ class SmtpTransport:
                     except (OSError, smtplib.SMTPException) as exc:
                         raise DeliveryError(0, f"cannot connect: {exc}", temporary=True) from exc
                 try:
-                    refused = conn.sendmail(envelope_from, list(to), message)
+                    options = _mail_options(conn, envelope_from, to, message)
+                except DeliveryError:
+                    self._idle.put(conn)
+                    raise
+                try:
+                    refused = conn.sendmail(envelope_from, list(to), message, options)
                 except smtplib.SMTPServerDisconnected:
                     if attempt == 2:
                         raise DeliveryError(0, "server disconnected", temporary=True) from None
@@ -158,6 +163,21 @@ class SmtpTransport:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 _quietly_close(conn)
+
+
+def _mail_options(conn: smtplib.SMTP, envelope_from: str, to: Sequence[str],
+                  message: bytes) -> list[str]:
+    """MAIL FROM parameters: SMTPUTF8 for an internationalised address (refused when the server
+    lacks it), BODY=8BITMIME for 8-bit content when the server offers it."""
+    options = []
+    if not all(address.isascii() for address in (envelope_from, *to)):
+        if not conn.has_extn("smtputf8"):
+            raise DeliveryError(553, "5.6.7 non-ASCII address and the server has no SMTPUTF8",
+                                temporary=False)
+        options.append("SMTPUTF8")
+    if not message.isascii() and conn.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    return options
 
 
 def _text(raw: bytes | str) -> str:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import get_settings
 from app.issues import service as issues
-from app.issues.render import PrebuiltMessage, Recipient, personalise
+from app.issues.render import PrebuiltMessage, Recipient, assemble, personal_values
+from app.mail import outbound, signing
 from app.mail.pipeline import Outgoing
-from app.sending import verp
+from app.mail.signing import BodyPlan
 from app.sending.models import Send
 from app.signup.service import unsubscribe_links, unsubscribe_token_for
 
@@ -23,6 +21,8 @@ class Prebuilt:
     send_id: int
     message: PrebuiltMessage
     domain: str
+    # The body canonicalised for DKIM once per issue (None: sign each copy whole).
+    plan: BodyPlan | None = None
 
 
 _cache: dict[int, Prebuilt] = {}
@@ -40,10 +40,17 @@ def prebuilt_for_send(sessions: sessionmaker[Session], send_id: int) -> Prebuilt
             if send is None:
                 raise LookupError(f"no send {send_id}")
             issue = send.issue
+            newsletter = issue.newsletter
+            domain = newsletter.from_email.rpartition("@")[2]
+            headers = outbound.standard_headers(kind="issue", name=newsletter.name,
+                                                slug=newsletter.slug, domain=domain,
+                                                campaign=f"send-{send_id}")
+            headers.pop("List-Id")  # the rendering has it already
             # The Date header is the send's start, the same in every copy and every worker.
-            message = issues.prebuilt(issue, date=send.started_at)
-            domain = issue.newsletter.from_email.rpartition("@")[2]
-        built = Prebuilt(send_id=send_id, message=message, domain=domain)
+            message = issues.prebuilt(issue, date=send.started_at, extra_headers=headers)
+        built = Prebuilt(send_id=send_id, message=message, domain=domain,
+                         plan=BodyPlan.of(message.segments, message.slots)
+                         if signing.signer() is not None else None)
         if len(_cache) > 8:
             _cache.clear()
         _cache[send_id] = built
@@ -62,41 +69,9 @@ def outgoing(prebuilt: Prebuilt, *, delivery_id: int, email: str, name: str, ema
         unsubscribe_mailto=mailto,
         message_id=f"{delivery_id}.{prebuilt.send_id}.{token[-12:]}@{prebuilt.domain}",
     )
-    message = personalise(prebuilt.message, recipient)
-    signer = dkim_signer()
-    if signer is not None:
-        message = signer(message)
-    return Outgoing(key=delivery_id, envelope_from=verp.envelope_sender(delivery_id),
-                    recipient=email, message=message)
-
-
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-                  b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version",
-                  b"content-type")
-
-
-@lru_cache
-def dkim_signer() -> DkimSigner | None:
-    settings = get_settings()
-    if not (settings.dkim_selector and settings.dkim_domain and settings.dkim_private_key_path):
-        return None
-    return DkimSigner(settings.dkim_selector, settings.dkim_domain,
-                      Path(settings.dkim_private_key_path).read_bytes())
-
-
-class DkimSigner:
-    """Signs whole messages with dkimpy, covering From, Subject and both List-Unsubscribe."""
-
-    def __init__(self, selector: str, domain: str, private_key: bytes) -> None:
-        self.selector = selector.encode()
-        self.domain = domain.encode()
-        self.private_key = private_key
-
-    def __call__(self, message: bytes) -> bytes:
-        import dkim
-
-        signature: bytes = dkim.sign(
-            message, self.selector, self.domain, self.private_key,
-            include_headers=list(SIGNED_HEADERS), canonicalize=(b"relaxed", b"simple"),
-        )
-        return signature + message
+    values = personal_values(prebuilt.message, recipient)
+    plan = prebuilt.plan
+    return outbound.issue_copy(
+        delivery_id=delivery_id, recipient=email,
+        message=assemble(prebuilt.message, values),
+        body_hash=plan.body_hash(values) if plan is not None else None)

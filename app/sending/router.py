@@ -20,6 +20,8 @@ class SendRequest(BaseModel):
         default=None, max_length=service.MAX_TEST_RECIPIENTS,
         description="send only to these addresses, touching no ledger",
     )
+    test_marker: bool = Field(
+        default=True, description='test copies: put "[Test]" before the subject')
 
 
 @router.post("/issues/{issue_id}/send", status_code=status.HTTP_202_ACCEPTED)
@@ -27,7 +29,7 @@ def send_issue(issue_id: DbId, session: SessionDep, token: TokenDep,
                body: SendRequest | None = None) -> dict[str, Any]:
     body = body or SendRequest()
     if body.test_to is not None:
-        return service.test_send(session, issue_id, body.test_to)
+        return service.test_send(session, issue_id, body.test_to, marker=body.test_marker)
     send = service.schedule(session, issue_id, at=body.at, next_cadence_slot=body.next_slot,
                             actor=f"api:{token.name}")
     return service.report(session, send)

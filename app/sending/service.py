@@ -233,16 +233,18 @@ def _any_attempted(session: Session, send_id: int) -> bool:
     ))) or False
 
 
-def test_send(session: Session, issue_id: int, addresses: list[str]) -> dict[str, Any]:
-    """Mail the issue to a few listed addresses only; no ledger row is touched."""
+def test_send(session: Session, issue_id: int, addresses: list[str], *,
+              marker: bool = True) -> dict[str, Any]:
+    """Mail the issue to a few listed addresses only; no ledger row is touched. `marker`
+    puts "[Test]" before the subject."""
     issue = issues.get(session, issue_id)
     if not addresses:
         raise Invalid("test_to needs at least one address")
     if len(addresses) > MAX_TEST_RECIPIENTS:
         raise Invalid(f"at most {MAX_TEST_RECIPIENTS} test addresses")
     clean = sorted({normalise_email(a) for a in addresses})
-    enqueue_after_commit(session, "missive.send_test", issue.id, clean)
-    return {"issue_id": issue.id, "status": "test", "test_to": clean}
+    enqueue_after_commit(session, "missive.send_test", issue.id, clean, marker)
+    return {"issue_id": issue.id, "status": "test", "test_to": clean, "test_marker": marker}
 
 
 # --- for `missive beat` -----------------------------------------------------------------------

@@ -184,6 +184,16 @@ _UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email,
 
 def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str,
                 status_code: int = 200) -> Response:
+    if view.outcome is Outcome.TEST:
+        name = view.newsletter.name if view.newsletter else "the newsletter"
+        return pages().TemplateResponse(
+            request, "message.html",
+            {"newsletter": view.newsletter, "title": "This is a test copy",
+             "message": f"This link came in a test copy of {name}, so nothing was changed. "
+                        "In a reader's copy it leads to the unsubscribe page, and mail "
+                        "programs' one-click unsubscribe takes the reader off the list at "
+                        "once."},
+        )
     if view.outcome is Outcome.INVALID:
         title, message = _UNSUB_INVALID
         return pages().TemplateResponse(

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +20,8 @@ from app import ratelimit
 from app.config import get_settings
 from app.db import dialect_insert, session_scope, utcnow
 from app.errors import TooManyRequests
-from app.mail import compose
+from app.mail import compose, outbound
+from app.mail.models import OutboundMessage
 from app.mail.transport import Transport
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
@@ -50,6 +52,25 @@ def unsubscribe_token(sub: Subscription) -> str:
 def unsubscribe_token_for(subscription_id: int, email_key: str) -> str:
     """The unsubscribe token from bare ids, for the send loop (no ORM objects per reader)."""
     return sign("unsubscribe", {"s": subscription_id, "a": _fingerprint(email_key)})
+
+
+def test_unsubscribe_token(message_record_id: int) -> str:
+    """The unsubscribe token of a test copy: its link works like a reader's (the page, the
+    one-click POST, the mailto) and says it was a test, changing nothing."""
+    return sign("unsubscribe-test", {"m": message_record_id})
+
+
+def _test_view(session: Session, token: str) -> TokenView | None:
+    try:
+        payload, _ = unsign("unsubscribe-test", token)
+    except TokenInvalid:
+        return None
+    row = session.get(OutboundMessage, payload.get("m")) if isinstance(payload, dict) and \
+        isinstance(payload.get("m"), int) else None
+    if row is None:
+        return None
+    newsletter = session.get(Newsletter, row.newsletter_id) if row.newsletter_id else None
+    return TokenView(Outcome.TEST, newsletter, row.email)
 
 
 def unsubscribe_links(token: str) -> tuple[str, str]:
@@ -180,6 +201,7 @@ class Outcome(Enum):
     STALE = "stale"  # signed before the reader unsubscribed, or the address is suppressed
     EXPIRED = "expired"
     INVALID = "invalid"
+    TEST = "test"  # the link of a test copy: shown, never acted upon
 
 
 @dataclass
@@ -245,7 +267,7 @@ def check_unsubscribe(session: Session, token: str) -> TokenView:
     """What an unsubscribe link points at, changing nothing."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "unsubscribed" else Outcome.CONFIRMED
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
 
@@ -260,7 +282,7 @@ def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Unsubscribe the reader behind `token` from its newsletter, at once."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if sub.status == "unsubscribed":
         view.outcome = Outcome.ALREADY
@@ -281,7 +303,7 @@ def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     reader signs up again with double opt-in."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
         view.outcome = Outcome.STALE
@@ -298,7 +320,7 @@ def unsubscribe_everywhere(session: Session, token: str, actor: Actor) -> TokenV
     """Leave every newsletter this reader is on."""
     sub = _unsubscribe_target(session, token)
     if sub is None:
-        return TokenView(Outcome.INVALID)
+        return _test_view(session, token) or TokenView(Outcome.INVALID)
     for other in list(sub.subscriber.subscriptions):
         if other.status != "unsubscribed":
             set_status(session, sub.subscriber, other.newsletter, "unsubscribed", actor)
@@ -324,15 +346,14 @@ def deliver_confirmation(session: Session, subscription_id: int, transport: Tran
     url = f"{settings.base_url}/confirm/{confirm_token(sub)}"
     # Whoever signed the address up chose the name: until its owner confirms, none of that
     # text reaches them (no display name, no greeting by name), so the form relays nothing.
-    message = compose.build(
-        template="confirm",
-        newsletter=sub.newsletter,
-        to=compose.recipient("", sub.subscriber.email),
+    sent = _mail(
+        session, sub, transport, kind="confirmation", template="confirm",
         subject=f"Confirm your subscription to {sub.newsletter.name}",
         context={"confirm_url": url, "ttl_hours": settings.confirm_ttl_hours},
-        headers={"Auto-Submitted": "auto-generated"},
+        display_name=False,
     )
-    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    if not sent:
+        return False
     session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
                              action="confirmation-mailed", source="worker"))
     return True
@@ -359,10 +380,8 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
     if sub.confirmed_at and _mailed_since(session, sub, "welcome-mailed", sub.confirmed_at):
         return False
     unsubscribe_url, mailto = unsubscribe_links(unsubscribe_token(sub))
-    message = compose.build(
-        template="welcome",
-        newsletter=sub.newsletter,
-        to=compose.recipient(sub.subscriber.name, sub.subscriber.email),
+    sent = _mail(
+        session, sub, transport, kind="welcome", template="welcome",
         subject=f"Welcome to {sub.newsletter.name}",
         context={"subscriber": sub.subscriber, "unsubscribe_url": unsubscribe_url,
                  "archive_url": f"{settings.base_url}/archive/{sub.newsletter.slug}"},
@@ -371,7 +390,32 @@ def deliver_welcome(session: Session, subscription_id: int, transport: Transport
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
     )
-    transport.send(settings.bounce_address, [sub.subscriber.email], message)
+    if not sent:
+        return False
     session.add(ConsentEvent(subscriber_id=sub.subscriber_id, newsletter_id=sub.newsletter_id,
                              action="welcome-mailed", source="worker"))
     return True
+
+
+def _mail(session: Session, sub: Subscription, transport: Transport, *, kind: str,
+          template: str, subject: str, context: dict[str, Any],
+          headers: dict[str, str] | None = None, display_name: bool = True) -> bool:
+    """Build one transactional mail to a subscription and send it the one way out (stored,
+    VERP, standard headers, DKIM); False when the server refused it for good. Without
+    `display_name` the To: header carries the bare address."""
+    newsletter = sub.newsletter
+    domain = newsletter.from_email.rpartition("@")[2]
+    row = outbound.record(session, kind=kind, email=sub.subscriber.email,
+                          email_key=sub.subscriber.email_key, domain=domain,
+                          newsletter_id=newsletter.id, subscriber_id=sub.subscriber_id,
+                          subscription_id=sub.id)
+    message = compose.build(
+        template=template, newsletter=newsletter,
+        to=compose.recipient(sub.subscriber.name if display_name else "", sub.subscriber.email),
+        subject=subject,
+        context=context, message_id=row.message_id,
+        headers={**outbound.standard_headers(kind=kind, name=newsletter.name,
+                                             slug=newsletter.slug, domain=domain,
+                                             campaign=kind), **(headers or {})},
+    )
+    return outbound.send(session, row, message, transport)

@@ -56,7 +56,7 @@ def test_create_read_update_delete(client, newsletter, auth):
     changed = r.json()
     assert changed["subject"] == "Rates, revisited" and not changed["subject_is_default"]
     assert changed["hero_image"] == {"url": "https://example.org/h.jpg", "alt": "A weir",
-                                     "credit": ""}
+                                     "credit": "", "width": None, "height": None}
     assert changed["stories"] == issue["stories"], "fields not given stay as they were"
 
     # null puts the default subject back

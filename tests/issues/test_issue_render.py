@@ -206,7 +206,7 @@ def test_text_part_carries_every_headline_and_link(sample, sent_copy):
     for story in content.stories:
         assert flat.count(_squash(story.headline)) == 2  # the list and the story
         if story.link:
-            assert f"Read more: {story.link}" in text
+            assert f"Read more about this story: {story.link}" in text
     for link in content.links:
         assert link.label in text and link.url in text
     # Every URL the HTML links to is in the text too (bar in-email anchors and the image).
