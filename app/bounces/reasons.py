@@ -358,17 +358,18 @@ def reply_class(text: str | None) -> str | None:
 
 def best_status(field: str | None, diagnostic: str) -> str | None:
     """The status to believe: the remote server's own code in its reply wins over the report's
-    Status field when both are of the same class and the reply's is not a bare X.0.0 (Exim says
-    5.0.0 whatever happened; a 5.1.0 beside a "5.2.2 mailbox full" reply is a full mailbox)."""
+    Status field when both are of the same class and the reply's is specific (not X.Y.0).
+    Exim says 5.0.0 whatever happened, and a 5.1.0 beside a "5.2.2 mailbox full" reply is a
+    full mailbox; a 4.4.7 (gave up) beside a last reply of 4.3.0 stays 4.4.7."""
     status = status_code(field)
     detailed = status_code(diagnostic)
     if detailed is None:
         return status
     if status is None:
         return detailed
-    if detailed[0] == status[0] and not detailed.endswith(".0.0"):
-        return detailed
-    return status
+    if detailed[0] != status[0] or detailed.endswith(".0"):
+        return status
+    return detailed
 
 
 def reason_from_words(text: str, family: str | None = None) -> Reason | None:
@@ -424,7 +425,11 @@ def decide(*, status: str | None, diagnostic: str = "", family: str | None = Non
     it says so (otherwise the status class or the reply code decides).
     """
     chosen = best_status(status, diagnostic)
-    reason = (reason_from_words(diagnostic, family)
+    field = status_code(status)
+    gave_up = (action or "").strip().lower() == "failed" and field is not None and field[0] == "4"
+    # A temporary status on a recipient the queue reports as failed: it was retried until the
+    # message expired, whatever the last attempt's reply said.
+    reason = ("expired" if gave_up else None) or (reason_from_words(diagnostic, family)
               or reason_from_status(status_code(diagnostic))
               or reason_from_status(chosen)
               or next((r for text in context if (r := reason_from_words(text, family))), None)

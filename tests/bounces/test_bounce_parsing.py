@@ -251,13 +251,20 @@ def test_a_missing_status_is_taken_from_the_diagnostic_code() -> None:
     assert (event.kind, event.status) == ("hard", "5.1.1")
 
 
-def test_with_neither_status_nor_diagnostic_the_smtp_rules_leave_it_soft() -> None:
+def test_with_neither_status_nor_diagnostic_the_report_s_words_decide() -> None:
     raw = replaced("postfix_user_unknown.eml", (b"Status: 5.1.1\n", b""), (
         b"Diagnostic-Code: smtp; 550 5.1.1 <dana.whitfield@example.net>: Recipient\n"
         b"    address rejected: User unknown in virtual mailbox table\n", b""))
     [event] = parse_message(raw)
-    assert (event.kind, event.status, event.diagnostic) == ("soft", None, "")
+    # The human-readable part still says "User unknown" about this recipient.
+    assert (event.kind, event.status, event.diagnostic, event.reason) == (
+        "hard", None, "", "userunknown")
     assert event.recipient == "dana.whitfield@example.net"
+    # With no words either, nothing suppresses the reader: undefined, soft.
+    raw = raw.replace(b"Recipient address rejected: User\n    unknown in virtual mailbox table",
+                      b"see the report")
+    [event] = parse_message(raw)
+    assert (event.kind, event.reason) == ("soft", "undefined")
 
 
 def test_a_status_without_a_code_falls_back_to_the_smtp_reply() -> None:
@@ -272,7 +279,8 @@ def test_a_bare_x00_status_keeps_its_class_against_a_diagnostic_of_another() -> 
     raw = replaced("exim_mailbox_full.eml", (b"552 5.2.2 <sam.okafor@example.com>: Mailbox full",
                                              b"452 4.2.2 <sam.okafor@example.com>: Mailbox full"))
     [event] = parse_message(raw)
-    assert (event.kind, event.status) == ("hard", "5.0.0")
+    # The status stays 5.0.0; the words still say a full mailbox, which never suppresses.
+    assert (event.kind, event.status, event.reason) == ("soft", "5.0.0", "mailboxfull")
 
 
 def test_an_internationalised_dsn_is_read_too() -> None:
