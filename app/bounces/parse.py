@@ -113,6 +113,12 @@ _TEXT_RECIPIENTS: tuple[re.Pattern[str], ...] = tuple(re.compile(p, re.IGNORECAS
     r"(?:[ \t]*\n)*[ \t]*<?(?P<addr>[^\s<>]+@[^\s<>]+?)>?[ \t]*$",
     # old Exchange: "addr on 3/14/2024 9:00 AM"
     r"^[ \t]*(?P<addr>[^\s<>]+@[^\s<>]+) on \S+",
+    # "<addr>" alone on its line (sendmail's list of fatal errors, SoftBank)
+    r"^[ \t]*<(?P<addr>[^\s<>]+@[^\s<>]+)>[ \t]*$",
+    # Gmail today: "Your message wasn't delivered to addr because …"
+    r"(?:wasn't|was not|could not be) delivered to <?(?P<addr>[^\s<>]+@[^\s<>]+?)>? because",
+    # Lotus Domino: "User Name (addr) not listed in Domino Directory"
+    r"\((?P<addr>[^\s()<>]+@[^\s()<>]+)\) not listed in",
 ))
 # Where the returned message starts in a text bounce: nothing after it is about the failure.
 _RETURNED_MESSAGE = re.compile(
@@ -122,6 +128,7 @@ _RETURNED_MESSAGE = re.compile(
 _ADDRESS_ONLY = re.compile(r"^[ \t]*<?[^\s<>]+@[^\s<>]+?>?:?[ \t]*$")
 _QUOTED_SENDER = re.compile(r"^[ \t>]*(?:from|sender|reply-to|return-path|message-id|references"
                             r"|in-reply-to):.*$", re.IGNORECASE | re.MULTILINE)
+_SOURCE_ROUTE = re.compile(r"^\s*<?\s*(?:@[^\s:,<>@]+\s*,\s*)*@[^\s:,<>@]+\s*:")
 _OUR_MESSAGE_ID = re.compile(r"^\d{1,18}\.\d{1,10}\.[A-Za-z0-9_-]{12}@")
 _FORWARD_MARKER = re.compile(
     r"^[ \t>]*(?:-+ ?forwarded message ?-+|-+ ?original message ?-+|begin forwarded message:)"
@@ -226,15 +233,19 @@ def _read(message: Message, head: bytes | None, *, forwarded: bool) -> list[Boun
         ses = _ses_events(report, text)
         if ses is not None:
             return ses
-    if _looks_like_bounce(message):
-        # Report fields written into a text part (Amazon WorkMail, some feedback loops).
-        blocks = _split_blocks(_fields_in(text))
-        if any(_has_any(b, "feedback-type") for b in blocks):
-            events = _arf_events(report, blocks)
-        if events is None and any(_has_any(b, "final-recipient") for b in blocks):
-            events = _dsn_events(report, blocks)
+    # Report fields written into a text part (Amazon WorkMail's DSN, a feedback loop's
+    # "unsubscribe" report).
+    blocks = _split_blocks(_fields_in(text))
+    if any(_has_any(b, "feedback-type") for b in blocks) and (
+            report.original is not None or any(_has_any(b, "original-rcpt-to") for b in blocks)):
+        events = _arf_events(report, blocks)
         if events is not None:
             return events
+    if _looks_like_bounce(message):
+        if any(_has_any(b, "final-recipient") for b in blocks):
+            events = _dsn_events(report, blocks)
+            if events is not None:
+                return events
         return _text_events(report, head, text)
     if not forwarded:
         inner = _forwarded_bounce(report, text)
@@ -557,7 +568,9 @@ def _text_events(report: _Report, head: bytes | None, text: str) -> list[BounceE
     occurred_at = _date(_first(report.message, "date"))
     events: list[BounceEvent] = []
     for address in ordered:
-        region = _region_about(about, address, [a for a in ordered if a != address])
+        # When the report never names the address (fml), its first paragraph says why.
+        region = (_region_about(about, address, [a for a in ordered if a != address])
+                  or _first_paragraph(about))
         diagnostic = _diagnostic_in(region)
         verdict = reasons.decide(
             status=reasons.status_code(" ".join(region)), diagnostic=diagnostic, family=family,
@@ -646,6 +659,11 @@ def _region_about(text: str, address: str, others: list[str]) -> list[str]:
         if line.strip():
             region.append(line.strip())
     return region
+
+
+def _first_paragraph(text: str) -> list[str]:
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
+    return [line.strip() for line in paragraphs[0].splitlines()] if paragraphs else []
 
 
 def _diagnostic_in(paragraph: list[str]) -> str:
@@ -780,6 +798,8 @@ def _address(value: str) -> str | None:
     kind, sep, rest = value.partition(";")
     if sep and re.fullmatch(r"\s*[A-Za-z][\w.-]*\s*", kind):
         value = rest
+    # A source route (RFC 5321's "@relay,@relay2:user@host") names relays, not the reader.
+    value = _SOURCE_ROUTE.sub("", value, count=1)
     found = _addresses([value])
     return found[0] if found else None
 
