@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.bounces.events import KINDS, BounceEvent
-from app.bounces.reasons import REASONS
 from app.bounces.parse import MAX_MESSAGE_BYTES, NotABounce, Unreadable, parse_message
+from app.bounces.reasons import REASONS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
