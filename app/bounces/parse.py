@@ -48,6 +48,10 @@ _TEXT_BYTES = 64 * 1024
 _MAX_DIAGNOSTIC = 1000
 _MAX_ADDRESS = 320
 _MAX_MESSAGE_ID = 998
+# One of our messages goes to one reader, so a report about it names one recipient, or a few
+# for a test send; a report naming thousands is crafted, and reading each one's context would
+# cost time quadratic in their number.
+_MAX_RECIPIENTS = 100
 
 # Where the bounce was delivered to, in order of preference: VERP candidates.
 _ENVELOPE_HEADERS = ("to", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
@@ -289,6 +293,7 @@ def _dsn_events(report: _Report, blocks: list[Message]) -> list[BounceEvent] | N
                   for r in _per_recipient(b)]
     if not recipients:
         return None
+    recipients = recipients[:_MAX_RECIPIENTS]
     report_date = _date(_first(report.message, "date"))
     text = _report_text(report.texts)
     common = _common(report, text=text)
@@ -541,15 +546,16 @@ def _text_events(report: _Report, head: bytes | None, text: str) -> list[BounceE
     for pattern in _TEXT_RECIPIENTS:
         for match in pattern.finditer(about):
             address = _address(match.group("addr"))
-            if address is not None and address not in found:
+            if address is not None and address not in found and len(found) < _MAX_RECIPIENTS:
                 found[address] = warning
     for raw_address, delayed in ([(a, warning) for a in permanent]
                                  + [(a, True) for a in temporary]):
         address = _address(raw_address.decode("ascii", "replace"))
-        if address is not None and address not in found:
+        if address is not None and address not in found and len(found) < _MAX_RECIPIENTS:
             found[address] = delayed
+    quoted = [line.lower() for line in _QUOTED_SENDER.findall(text)]
     for address in list(found):
-        if _is_ours(address, report, common, text):
+        if _is_ours(address, report, common, quoted):
             del found[address]
     if not found and report.original is not None and _family(report.message, text, []) == "fml":
         # fml refuses the poster and names its list only in its own words: the list's address
@@ -604,7 +610,8 @@ def _flufl_failures(message: Message, head: bytes | None) -> tuple[set[bytes], s
         return set(), set()
 
 
-def _is_ours(address: str, report: _Report, common: _Common, text: str = "") -> bool:
+def _is_ours(address: str, report: _Report, common: _Common, quoted: Iterable[str] = ()
+             ) -> bool:
     """Whether a "recipient" is really our own address or a Message-ID: the report's envelope,
     the returned message's sender, a Message-ID or References value, or our Message-ID shape."""
     if address in common.verp_addresses or _OUR_MESSAGE_ID.match(address):
@@ -617,7 +624,8 @@ def _is_ours(address: str, report: _Report, common: _Common, text: str = "") -> 
         for name in ("from", "sender", "reply-to", "return-path", "message-id"):
             if address in _addresses(_all(report.original, name)):
                 return True
-    return any(address in line.lower() for line in _QUOTED_SENDER.findall(text))
+    # The header lines of the returned message, quoted in the report's text.
+    return any(address in line for line in quoted)
 
 
 def _report_text(parts: list[Message]) -> str:

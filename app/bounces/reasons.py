@@ -127,15 +127,15 @@ GENERIC_RULES: tuple[Rule, ...] = (
         "authentication required", "must authenticate", "requires authentication",
         "security policy", "secure connection", "certificate",
     )),
-    Rule("mesgtoobig", phrases=(
-        "message too big", "message too large", "message size exceeds",
-        "message is too large", "message is too big", "exceeds the maximum size",
-        "size limit", "message length exceeds", "mail size exceeds", "too large for",
-        "maximum message size", "message size limit", "size exceeds",
-    )),
     Rule("exceedlimit", phrases=(
         "exceeds the recipient's limit", "exceeded the limit of the mailbox",
         "message would exceed", "administrative limit", "exceeds size limit for the mailbox",
+    )),
+    Rule("mesgtoobig", phrases=(
+        "message too big", "message too large", "message size exceeds",
+        "message is too large", "message is too big", "exceeds the maximum size",
+        "size limit", "mail size exceeds", "too large for",
+        "maximum message size", "message size limit", "size exceeds",
     )),
     Rule("contenterror", phrases=(
         "message content rejected", "content rejected", "header error", "invalid mime",
@@ -195,6 +195,12 @@ GENERIC_RULES: tuple[Rule, ...] = (
         "address not found", "not a known user", "no account by that name",
         "user not exist",
     )),
+    Rule("expired", phrases=(
+        "retry timeout exceeded", "delivery time expired", "message expired",
+        "too long in queue", "queue too long", "gave up", "retry time not reached",
+        "could not be delivered within", "has been delayed for too long", "expired",
+        "maximum time", "undeliverable for",
+    )),
     Rule("networkerror", phrases=(
         "connection timed out", "connection refused", "no route to host",
         "network is unreachable", "network unreachable", "host unreachable",
@@ -207,12 +213,6 @@ GENERIC_RULES: tuple[Rule, ...] = (
         "resources temporarily unavailable", "insufficient system storage", "system failure",
         "service not available", "local delivery failed", "configuration error",
         "mailer error", "command died", "hop count exceeded",
-    )),
-    Rule("expired", phrases=(
-        "retry timeout exceeded", "delivery time expired", "message expired",
-        "too long in queue", "queue too long", "gave up", "retry time not reached",
-        "could not be delivered within", "has been delayed for too long", "expired",
-        "maximum time", "undeliverable for",
     )),
     Rule("vacation", phrases=(
         "out of the office", "out of office", "on vacation", "auto-reply", "autoreply",
