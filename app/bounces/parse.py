@@ -27,6 +27,7 @@ from email.message import Message
 from email.parser import BytesParser, HeaderParser, Parser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import lru_cache
 
 import flufl.bounce
 
@@ -52,6 +53,9 @@ _MAX_MESSAGE_ID = 998
 # for a test send; a report naming thousands is crafted, and reading each one's context would
 # cost time quadratic in their number.
 _MAX_RECIPIENTS = 100
+_CACHED_FIELD = 998
+_SIMPLE_ADDRESS = re.compile(r"[ \t]*(?:[A-Za-z0-9 .'_-]*<)?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
+                             r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?:>)?[ \t]*\Z")
 
 # Where the bounce was delivered to, in order of preference: VERP candidates.
 _ENVELOPE_HEADERS = ("to", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
@@ -186,6 +190,8 @@ def parse_message(raw: bytes) -> list[BounceEvent]:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise Unreadable(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
     head = bytes(raw[:_HEAD_BYTES])
+    # A memo for one report (its From and To read several times), not a store across reports.
+    _addresses_in.cache_clear()
     if not _HEADER_LINE.match(head):
         raise Unreadable("not an RFC 5322 message: it does not start with a header field")
     try:
@@ -298,6 +304,7 @@ def _dsn_events(report: _Report, blocks: list[Message]) -> list[BounceEvent] | N
     text = _report_text(report.texts)
     common = _common(report, text=text)
     family = _family(report.message, text, blocks)
+    ours = _our_addresses(report, common)
     events: list[BounceEvent] = []
     for block in recipients:
         action = _token(_first(block, "action"))
@@ -308,7 +315,7 @@ def _dsn_events(report: _Report, blocks: list[Message]) -> list[BounceEvent] | N
         recipient = (_address(_first(block, "final-recipient"))
                      or _address(_first(block, "original-recipient"))
                      or _address(_first(block, "x-actual-recipient")))
-        if recipient is not None and _is_ours(recipient, report, common):
+        if recipient is not None and _is_ours(recipient, ours):
             recipient = None
         context = [" ".join(_paragraph_about(text, recipient))] if recipient else []
         verdict = reasons.decide(status=status_field, diagnostic=diagnostic, family=family,
@@ -554,10 +561,12 @@ def _text_events(report: _Report, head: bytes | None, text: str) -> list[BounceE
         if address is not None and address not in found and len(found) < _MAX_RECIPIENTS:
             found[address] = delayed
     quoted = [line.lower() for line in _QUOTED_SENDER.findall(text)]
+    ours = _our_addresses(report, common)
     for address in list(found):
-        if _is_ours(address, report, common, quoted):
+        if _is_ours(address, ours, quoted):
             del found[address]
-    if not found and report.original is not None and _family(report.message, text, []) == "fml":
+    family = _family(report.message, text, [])
+    if not found and report.original is not None and family == "fml":
         # fml refuses the poster and names its list only in its own words: the list's address
         # is where the returned message went.
         found = {a: False for a in _addresses(_all(report.original, "to"))}
@@ -569,7 +578,6 @@ def _text_events(report: _Report, head: bytes | None, text: str) -> list[BounceE
         position = lowered.find(address)
         return (position if position >= 0 else len(lowered), address)
 
-    family = _family(report.message, text, [])
     ordered = sorted(found, key=in_order_of_mention)
     occurred_at = _date(_first(report.message, "date"))
     events: list[BounceEvent] = []
@@ -610,21 +618,24 @@ def _flufl_failures(message: Message, head: bytes | None) -> tuple[set[bytes], s
         return set(), set()
 
 
-def _is_ours(address: str, report: _Report, common: _Common, quoted: Iterable[str] = ()
-             ) -> bool:
-    """Whether a "recipient" is really our own address or a Message-ID: the report's envelope,
-    the returned message's sender, a Message-ID or References value, or our Message-ID shape."""
-    if address in common.verp_addresses or _OUR_MESSAGE_ID.match(address):
-        return True
-    if common.message_id and address == common.message_id.lower():
-        return True
-    if _address(_sender(report.message)) == address:
-        return True
+def _our_addresses(report: _Report, common: _Common) -> set[str]:
+    """Addresses that are ours, never a failed reader's: the report's envelope and sender, the
+    returned message's sender and reply addresses, and its Message-ID."""
+    ours = set(common.verp_addresses)
+    ours.update(_addresses(_all(report.message, "from")))
+    if common.message_id:
+        ours.add(common.message_id.lower())
     if report.original is not None:
         for name in ("from", "sender", "reply-to", "return-path", "message-id"):
-            if address in _addresses(_all(report.original, name)):
-                return True
-    # The header lines of the returned message, quoted in the report's text.
+            ours.update(_addresses(_all(report.original, name)))
+    return ours
+
+
+def _is_ours(address: str, ours: set[str], quoted: Iterable[str] = ()) -> bool:
+    """Whether a "recipient" is one of `ours`, has our Message-ID's shape, or stands in a
+    header line of the returned message that the report quotes (From:, Message-ID: …)."""
+    if address in ours or _OUR_MESSAGE_ID.match(address):
+        return True
     return any(address in line for line in quoted)
 
 
@@ -814,13 +825,33 @@ def _address(value: str) -> str | None:
 
 def _addresses(values: Iterable[str]) -> list[str]:
     out: list[str] = []
-    for _name, address in getaddresses(list(values)):
+    for value in values:
+        # The same From and To fields are read several times per report; getaddresses is the
+        # costliest step of reading one (bench/bounces.py), so short values are parsed once.
+        found = _addresses_in(value) if len(value) <= _CACHED_FIELD else _parse_addresses(value)
+        out += [address for address in found if address not in out]
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _addresses_in(value: str) -> tuple[str, ...]:
+    return _parse_addresses(value)
+
+
+def _parse_addresses(value: str) -> tuple[str, ...]:
+    simple = _SIMPLE_ADDRESS.match(value)
+    if simple:
+        # The common case (a bare address or "Name <address>") without getaddresses' parser.
+        address = simple[1].lower()
+        return (address,) if len(address) <= _MAX_ADDRESS and "\ufffd" not in address else ()
+    out: list[str] = []
+    for _name, address in getaddresses([value]):
         address = address.strip().strip("<>").strip().lower()
         # "\ufffd": bytes that were not UTF-8; a guess at the address would be a wrong one.
         if ("@" in address and len(address) <= _MAX_ADDRESS and "\ufffd" not in address
                 and not any(c.isspace() for c in address) and address not in out):
             out.append(address)
-    return out
+    return tuple(out)
 
 
 def _date(value: str) -> datetime | None:
