@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections import Counter
@@ -62,15 +63,16 @@ def fixtures(rounds: int) -> None:
             continue
         reasons.update(e.reason for e in events)
         kinds.update(e.kind for e in events)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(rounds):
         for raw in messages:
             with contextlib.suppress(NotABounce):
                 parse_message(raw)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     parsed = rounds * len(messages)
     print(f"fixtures: {len(messages)} messages ({refused} not bounces), {rounds} rounds")
-    print(f"  {parsed / seconds:,.0f} messages/s ({seconds / parsed * 1e6:,.0f} µs each)")
+    print(f"  {parsed / seconds:,.0f} messages/s ({seconds / parsed * 1e6:,.0f} µs each); "
+          f"{parsed / cpu:,.0f} messages per CPU second")
     print("  events by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     print("  events by kind:   " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
 
@@ -100,6 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50, help="passes over the fixtures")
     args = parser.parse_args()
+    # Figures scale with what else the machine is doing; say so beside them.
+    print("load average: " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+          + f" on {os.cpu_count()} CPUs")
     fixtures(args.rounds)
     rules(args.rounds * 20)
     hostile()

@@ -146,7 +146,7 @@ GENERIC_RULES: tuple[Rule, ...] = (
         "unusual rate of unsolicited mail", "not allowed to send", "ip blocked",
         "rejected due to policy reasons: your ip", "service unavailable; client host",
         "blocked by", "has been blocked", "host rejected", "connection rejected",
-        "listed at", "listed on", "rbl", "banned",
+        "listed at", "rbl", "banned",
     ), patterns=(
         r"\bip\b[^.]{0,40}\b(block|list|reject|refus|deni)",
         # Office 365 refuses an unknown recipient with "Recipient address rejected: Access
