@@ -196,7 +196,9 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None) -> st
         log.warning("the receiving server refused the sender (%s, %s) via %s for %s: %s",
                     event.reason, event.status, event.source, email_key,
                     event.diagnostic[:300])
-        if delivery is not None:
+        # Refusals at our own SMTP door already pause the send in the engine (consecutive
+        # failures); the burst rule is for the reports that come back later.
+        if delivery is not None and event.source != "smtp":
             session.flush()
             if _pause_on_refusal_burst(session, delivery.send_id):
                 action = "alerted, send paused"
