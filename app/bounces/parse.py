@@ -542,29 +542,32 @@ def _family(message: Message, text: str, blocks: list[Message]) -> str | None:
 
 
 def _text_events(report: _Report, head: bytes | None, text: str) -> list[BounceEvent]:
-    temporary, permanent = _flufl_failures(report.message, head)
     common = _common(report, text=text)
     # A text delay warning reads much like a bounce, and the heuristics take its addresses for
     # permanent failures; its subject says what it is.
     warning = bool(_DELAY_SUBJECT.match(_decoded(_first(report.message, "subject"))))
     returned = _RETURNED_MESSAGE.search(text)
     about = text[:returned.start()] if returned else text
-    found: dict[str, bool] = {}
-    for pattern in _TEXT_RECIPIENTS:
-        for match in pattern.finditer(about):
-            address = _address(match.group("addr"))
-            if address is not None and address not in found and len(found) < _MAX_RECIPIENTS:
-                found[address] = warning
-    for raw_address, delayed in ([(a, warning) for a in permanent]
-                                 + [(a, True) for a in temporary]):
-        address = _address(raw_address.decode("ascii", "replace"))
-        if address is not None and address not in found and len(found) < _MAX_RECIPIENTS:
-            found[address] = delayed
     quoted = [line.lower() for line in _QUOTED_SENDER.findall(text)]
     ours = _our_addresses(report, common)
-    for address in list(found):
-        if _is_ours(address, ours, quoted):
-            del found[address]
+    found: dict[str, bool] = {}
+
+    def add(raw_address: str, delayed: bool) -> None:
+        address = _address(raw_address)
+        if (address is not None and address not in found and len(found) < _MAX_RECIPIENTS
+                and not _is_ours(address, ours, quoted)):
+            found[address] = delayed
+
+    for pattern in _TEXT_RECIPIENTS:
+        for match in pattern.finditer(about):
+            add(match.group("addr"), warning)
+    if not found:
+        # flufl.bounce's detectors read every line of the message, the returned copy included:
+        # a quarter of all parsing time when run on every text bounce (bench/bounces.py), so
+        # only for the formats the patterns above do not know.
+        temporary, permanent = _flufl_failures(report.message, head)
+        for raw, delayed in [(a, warning) for a in permanent] + [(a, True) for a in temporary]:
+            add(raw.decode("ascii", "replace"), delayed)
     family = _family(report.message, text, [])
     if not found and report.original is not None and family == "fml":
         # fml refuses the poster and names its list only in its own words: the list's address
