@@ -525,18 +525,24 @@ def _sender(message: Message) -> str:
 
 def _family(message: Message, text: str, blocks: list[Message]) -> str | None:
     """Which server family wrote the report, from its headers, sender and words."""
-    sender = _sender(message)
-    mta = " ".join(_first(b, "reporting-mta") for b in blocks[:1])
+    # One pass over the header fields: the signs below look at several of them.
+    headers: dict[str, str] = {}
+    for key, value in message.raw_items():
+        headers.setdefault(key.lower(), str(value))
+    found = _addresses([_clean(headers.get("from", ""))])
+    sender = found[0] if found else ""
+    mta = _first(blocks[0], "reporting-mta") if blocks else ""
+    mta_host = "@" + mta.split(";")[-1].strip() if mta else ""
     for family, where, pattern in _FAMILY_SIGNS:
         if where == "from":
             value = sender
+            if mta_host and pattern.search(mta_host):
+                return family
         elif where == "text":
             value = text[:_TEXT_BYTES]
         else:
-            value = _first(message, where.partition(":")[2])
+            value = headers.get(where.partition(":")[2], "")
         if value and pattern.search(value):
-            return family
-        if where == "from" and mta and pattern.search("@" + mta.split(";")[-1].strip()):
             return family
     return None
 
