@@ -1021,3 +1021,91 @@ def test_the_default_fetch_follows_no_redirect():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- each provider's types mapped onto the same reasons ---------------------------------------
+
+
+@pytest.mark.parametrize(("bounce_type", "sub_type", "diagnostic", "reason", "kind"), [
+    ("Permanent", "General", None, "userunknown", "hard"),
+    ("Permanent", "NoEmail", None, "userunknown", "hard"),
+    ("Permanent", "Suppressed", None, "userunknown", "hard"),
+    ("Permanent", "General", "smtp; 550 5.7.1 Client host blocked using zen.spamhaus.org",
+     "blocked", "policy"),
+    ("Transient", "MailboxFull", None, "mailboxfull", "soft"),
+    ("Transient", "MessageTooLarge", None, "mesgtoobig", "policy"),
+    ("Transient", "ContentRejected", None, "contenterror", "policy"),
+    ("Transient", "General", "smtp; 421 4.7.0 Too many connections, slow down", "toomanyconn",
+     "soft"),
+    ("Undetermined", "Undetermined", None, "undefined", "soft"),
+])
+def test_ses_subtypes_become_reasons(rsa_key, fetch, bounce_type, sub_type, diagnostic, reason,
+                                     kind):
+    recipient: dict[str, Any] = {"emailAddress": "a@example.com"}
+    if diagnostic:
+        recipient["diagnosticCode"] = diagnostic
+    ses = ses_bounce(bounce_type, [recipient])
+    ses["bounce"]["bounceSubType"] = sub_type
+    [event] = webhooks.ses_events(sns_body(sns_notification(ses), rsa_key),
+                                  fetch_certificate=fetch)
+    assert (event.reason, event.kind) == (reason, kind)
+
+
+def test_ses_complaints_are_feedback_and_not_spam_is_nothing(rsa_key, fetch):
+    [event] = webhooks.ses_events(sns_body(sns_notification(ses_complaint()), rsa_key),
+                                  fetch_certificate=fetch)
+    assert (event.reason, event.kind) == ("feedback", "complaint")
+    not_spam = ses_complaint()
+    not_spam["complaint"]["complaintFeedbackType"] = "not-spam"
+    assert webhooks.ses_events(sns_body(sns_notification(not_spam), rsa_key),
+                               fetch_certificate=fetch) == []
+
+
+def test_sendgrid_types_become_reasons(ec_key):
+    body = json.dumps(SENDGRID_EVENTS).encode()
+    events = webhooks.sendgrid_events(body, sendgrid_headers(ec_key, body))
+    assert [(e.recipient, e.reason) for e in events] == [
+        ("hard@example.com", "userunknown"),
+        ("blocked@example.com", "policyviolation"),  # "rejected by policy", status 5.7.1
+        ("later@example.com", "blocked"),            # SendGrid's own "blocked", no words
+        ("nostatus@example.com", "userunknown"),     # "unknown recipient"
+        ("dropped@example.com", "userunknown"),      # a drop of an address that bounced
+        ("angry@example.com", "feedback"),
+    ]
+
+
+@pytest.mark.parametrize(("bounce_type", "details", "reason", "kind"), [
+    ("HardBounce", "", "userunknown", "hard"),
+    ("BadEmailAddress", "", "userunknown", "hard"),
+    ("SoftBounce", "", "undefined", "soft"),
+    ("SoftBounce", "552 5.2.2 mailbox full", "mailboxfull", "soft"),
+    ("DnsError", "", "networkerror", "soft"),
+    ("Blocked", "", "blocked", "policy"),
+    ("DMARCPolicy", "", "authfailure", "policy"),
+    ("SpamNotification", "", "spamdetected", "policy"),
+    ("VirusNotification", "", "virusdetected", "policy"),
+    ("HardBounce", "550 5.7.1 Unroutable sender address", "rejected", "policy"),
+    ("SpamComplaint", "", "feedback", "complaint"),
+])
+def test_postmark_types_become_reasons(bounce_type, details, reason, kind):
+    payload = {**POSTMARK_BOUNCE, "Type": bounce_type, "Details": details, "Description": ""}
+    [event] = webhooks.postmark_events(json.dumps(payload).encode(),
+                                       basic(POSTMARK_USER, POSTMARK_PASSWORD))
+    assert (event.reason, event.kind) == (reason, kind)
+
+
+@pytest.mark.parametrize(("changes", "reason", "kind"), [
+    ({}, "userunknown", "hard"),
+    ({"reason": "espblock", "delivery-status": {"code": 550, "message": ""}}, "blocked",
+     "policy"),
+    ({"reason": "suppress-bounce", "delivery-status": {"code": 605, "description": ""}},
+     "userunknown", "hard"),
+    ({"delivery-status": {"code": 552, "enhanced-code": "5.2.2",
+                          "message": "5.2.2 mailbox full"}}, "mailboxfull", "soft"),
+    ({"severity": "temporary", "delivery-status": {"code": 421, "message": "try later"}},
+     "undefined", "soft"),
+    ({"event": "complained"}, "feedback", "complaint"),
+])
+def test_mailgun_reasons(changes, reason, kind):
+    [event] = webhooks.mailgun_events(mailgun_body({**MAILGUN_FAILED, **changes}), {})
+    assert (event.reason, event.kind) == (reason, kind)
