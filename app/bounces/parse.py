@@ -504,7 +504,8 @@ def _looks_like_bounce(message: Message) -> bool:
     """
     return (_sent_by_mail_system(message)
             or bool(_BOUNCE_SUBJECT.match(_decoded(_first(message, "subject"))))
-            or _family(message, "", []) in ("fml", "jpcarrier"))
+            # fml writes as the list's -admin address, under subjects of its own.
+            or _family(message, "", []) == "fml")
 
 
 def _sent_by_mail_system(message: Message) -> bool:

@@ -142,3 +142,25 @@ def test_an_ses_mail_from_elsewhere_is_not_read_as_ses() -> None:
         b"AWS Notifications <no-reply@sns.amazonaws.com>", b"Someone <someone@example.com>")
     with pytest.raises(NotABounce):
         parse_message(raw)
+
+
+def test_packed_recipients_with_original_recipient_fields_split_the_same() -> None:
+    raw = (FIXTURES / "dsn_blocks_without_blank_line.eml").read_bytes()
+    for name in (b"abel.mora", b"bea.lund"):
+        raw = raw.replace(b"Final-Recipient: RFC822; " + name,
+                          b"Original-Recipient: rfc822;" + name + b"@coop.example\n"
+                          b"Final-Recipient: RFC822; " + name)
+    events = parse_message(raw)
+    assert [(e.recipient, e.reason) for e in events] == [
+        ("abel.mora@coop.example", "userunknown"), ("bea.lund@coop.example", "mailboxfull")]
+
+
+def test_a_reader_writing_from_a_carrier_address_is_not_a_bounce() -> None:
+    # Carrier gateways are known by their postmaster's address, never by the domain alone.
+    raw = (FIXTURES / "plain_reply.eml").read_bytes()
+    sender = raw.split(b"\nFrom: ", 1)[1].split(b"\n", 1)[0]
+    raw = raw.replace(b"From: " + sender, b"From: Haruka <haruka.mori@ezweb.ne.jp>", 1)
+    raw = raw.replace(b"One thing:", b"My old address bounced once:\n\n"
+                      b"<old.friend@example.com>: 550 user unknown\n\nOne thing:")
+    with pytest.raises(NotABounce):
+        parse_message(raw)
