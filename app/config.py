@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     bounce_soft_limit: int = Field(default=3, ge=1)
     bounce_soft_days: int = Field(default=30, ge=1)
     complaint_block_rate: float = Field(default=0.003, gt=0, le=1)
+    # This many refusals of the sender (blocked IP, spam content, …) within the window pause
+    # the send: the mail is being refused, and sending more only hurts the reputation.
+    bounce_refusal_burst: int = Field(default=20, ge=1)
+    bounce_refusal_window_minutes: int = Field(default=10, ge=1)
     # A bounce mailbox read by `missive beat`: imaps://user:pass@host:993/INBOX (or imap://
     # with ?tls=starttls); what cannot be parsed is moved to the folder ?failed=… for a person.
     bounce_imap_url: SecretStr = SecretStr("")

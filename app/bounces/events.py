@@ -6,15 +6,14 @@ produce events; `app.bounces.service` matches them to deliveries and applies the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
-Kind = Literal["hard", "soft", "policy", "complaint", "delayed"]
-KINDS: tuple[Kind, ...] = ("hard", "soft", "policy", "complaint", "delayed")
+from app.bounces.reasons import Kind, Reason, kind_of, reason_from_status, status_code
 
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+__all__ = ["KINDS", "BounceEvent", "Kind", "Reason", "classify", "status_code"]
+
+KINDS: tuple[Kind, ...] = ("hard", "soft", "policy", "complaint", "delayed", "ignored")
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,8 @@ class BounceEvent:
     status: str | None
     # The remote server's words (Diagnostic-Code, the SMTP reply, the provider's reason).
     diagnostic: str
-    # Where it came from: "dsn", "arf", "flufl", "smtp", "ses", "sendgrid", "postmark", "mailgun".
+    # Where it came from: "dsn", "arf", "flufl", "text", "ses", "smtp", "sendgrid", "postmark",
+    # "mailgun".
     source: str
     # Envelope addresses the report was sent to (VERP candidates: To, Delivered-To,
     # X-Original-To, an SES mail.source …), checked later with `app.sending.verp`.
@@ -35,38 +35,22 @@ class BounceEvent:
     # The Message-ID of the original message when the report carries it (without brackets).
     message_id: str | None = None
     occurred_at: datetime | None = None
-
-
-def status_code(text: str | None) -> str | None:
-    """The first RFC 3463 code in `text` ("5.1.1"), or None."""
-    if not text:
-        return None
-    match = _STATUS.search(text)
-    return ".".join(match.groups()) if match else None
+    # Why, in the vocabulary of app.bounces.reasons; the kind follows from it.
+    reason: Reason = "undefined"
 
 
 def classify(status: str | None, *, action: str | None = None, smtp_code: int | None = None
              ) -> Kind:
-    """Kind of a failure from its status code (RFC 3463) and DSN action.
+    """Kind of a failure from its status code and DSN action alone (no words to read).
 
-    `Action: delayed` is not a bounce. 5.7.x is a policy rejection of the sender (no reader is
-    punished). 4.x.x and 5.2.2 (mailbox full) are soft. Other 5.x.x are hard. Without a status
-    code the SMTP reply code decides (5xx hard, 4xx soft), and with neither it is soft.
+    `Action: delayed` is not a bounce. The status's reason decides (5.1.1 hard, 5.2.2 soft,
+    5.7.x a refusal of the sender); a 4.x.x code or a 4xx reply is never hard; with nothing
+    to go on it is soft, so that a reader is only suppressed on evidence.
     """
     if action and action.strip().lower() == "delayed":
         return "delayed"
-    if status:
-        klass, subject, detail = status.split(".")
-        if klass == "4":
-            return "soft"
-        if klass == "5":
-            if subject == "7":
-                return "policy"
-            if (subject, detail) == ("2", "2"):
-                return "soft"
-            return "hard"
-        if klass == "2":
-            return "delayed"
-    if smtp_code is not None and 500 <= smtp_code < 600:
-        return "hard"
-    return "soft"
+    reason = reason_from_status(status) or "undefined"
+    if reason == "delivered":
+        return "delayed"
+    klass = status[0] if status else (str(smtp_code)[0] if smtp_code else None)
+    return kind_of(reason, temporary=klass == "4")

@@ -16,6 +16,7 @@ class BounceRecord(Base):
     __table_args__ = (
         Index("ix_bounces_email_kind_time", "email_key", "kind", "occurred_at"),
         Index("ix_bounces_send_kind", "send_id", "kind"),
+        Index("ix_bounces_send_reason", "send_id", "reason"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -31,6 +32,10 @@ class BounceRecord(Base):
     email_key: Mapped[str | None] = mapped_column(String(254))
     # hard | soft | policy | complaint
     kind: Mapped[str] = mapped_column(String(16))
+    # Why, in the vocabulary of app.bounces.reasons (userunknown, mailboxfull, blocked, …);
+    # the kind above follows from it.
+    reason: Mapped[str] = mapped_column(String(16), default="undefined",
+                                        server_default="undefined")
     status_code: Mapped[str | None] = mapped_column(String(16))
     diagnostic: Mapped[str] = mapped_column(Text, default="")
     # dsn | arf | flufl | smtp | ses | sendgrid | postmark | mailgun

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from app.auth.deps import TokenDep
 from app.bounces import service, webhooks
 from app.bounces.events import BounceEvent
+from app.bounces.reasons import Reason
 from app.db import DbId, SessionDep
 from app.errors import Invalid
 
@@ -36,6 +37,8 @@ class BounceOut(BaseModel):
     occurred_at: datetime
     received_at: datetime
     kind: str
+    # Why, in the vocabulary of app.bounces.reasons; `diagnostic` holds the server's words.
+    reason: str
     email: str | None
     status_code: str | None
     diagnostic: str
@@ -50,16 +53,18 @@ def list_bounces(
     session: SessionDep,
     _: TokenDep,
     kind: Literal["hard", "soft", "policy", "complaint"] | None = None,
+    reason: Reason | None = None,
     send_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     rows, next_cursor = service.list_page(session, kind=kind, send_id=send_id, email=email,
-                                          before_id=cursor, limit=limit)
+                                          before_id=cursor, limit=limit, reason=reason)
     return {
         "items": [BounceOut(id=r.id, occurred_at=r.occurred_at, received_at=r.received_at,
-                            kind=r.kind, email=r.email_key, status_code=r.status_code,
+                            kind=r.kind, reason=r.reason, email=r.email_key,
+                            status_code=r.status_code,
                             diagnostic=r.diagnostic, source=r.source, send_id=r.send_id,
                             delivery_id=r.delivery_id, action=r.action) for r in rows],
         "next_cursor": next_cursor,

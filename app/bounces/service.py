@@ -1,14 +1,20 @@
 """The bounce policy, in one place, whatever the way in (raw message, webhook, SMTP reply).
 
-- hard bounce: the delivery is marked bounced, the address suppressed as `bounced`;
-- soft bounce: counted; `bounce_soft_limit` of them within `bounce_soft_days` suppress the
-  address (older ones no longer count);
-- complaint: the reader leaves every newsletter and the address is suppressed as `complained`;
-  a send whose complaints pass `complaint_block_rate` blocks its newsletter's next send until an
-  editor acknowledges it;
-- policy rejection (5.7.x): the sender was refused, not the reader: nobody is punished, the
-  event is kept and shown to the editor;
-- delayed: not a bounce, ignored.
+Every event carries a reason (app.bounces.reasons) and the kind that follows from it:
+
+- hard (userunknown, hostunknown, hasmoved, suspend, when permanent): the delivery is marked
+  bounced, the address suppressed as `bounced`;
+- soft (mailboxfull, expired, exceedlimit, systemerror, networkerror, toomanyconn, undefined):
+  counted; `bounce_soft_limit` of them within `bounce_soft_days` suppress the address (older
+  ones no longer count);
+- complaint (feedback): the reader leaves every newsletter and the address is suppressed as
+  `complained`; a send whose complaints pass `complaint_block_rate` blocks its newsletter's next
+  send until an editor acknowledges it;
+- policy (a refusal of the sender, its IP or its content: blocked, rejected, norelaying,
+  authfailure, spamdetected, virusdetected, policyviolation, securityerror, contenterror,
+  mesgtoobig): nobody is punished; the event is kept and shown to the editor, and
+  `bounce_refusal_burst` of them within `bounce_refusal_window_minutes` pause the running send;
+- delayed, and ignored (vacation, delivered): not bounces, not recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.bounces.events import BounceEvent, classify, status_code
+from app.bounces import reasons
+from app.bounces.events import BounceEvent
 from app.bounces.models import BounceRecord
 from app.config import get_settings
 from app.db import utcnow
@@ -125,7 +132,7 @@ def ingest(session: Session, events: Sequence[BounceEvent], *, trusted: bool) ->
     delivery; a trusted, authenticated provider may name just the address."""
     applied = Applied(actions=[])
     for event in events:
-        if event.kind == "delayed":
+        if event.kind in ("delayed", "ignored"):
             applied.ignored += 1
             continue
         delivery = match_delivery(session, event)
@@ -171,6 +178,7 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
         subscriber_id=subscriber.id if subscriber else None,
         email_key=email_key,
         kind=event.kind,
+        reason=event.reason,
         status_code=event.status,
         diagnostic=event.diagnostic[:2000],
         source=event.source,
@@ -214,11 +222,44 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
             _check_complaint_rate(session, delivery.send_id)
     elif event.kind == "policy":
         action = "alerted"
-        log.warning("policy rejection of the sender (%s %s) via %s: %s", event.status,
-                    event.source, email_key, event.diagnostic[:300])
+        log.warning("the receiving server refused the sender (%s, %s) via %s for %s: %s",
+                    event.reason, event.status, event.source, email_key,
+                    event.diagnostic[:300])
+        # Refusals at our own SMTP door already pause the send in the engine (consecutive
+        # failures); the burst rule is for the reports that come back later.
+        if delivery is not None and event.source != "smtp":
+            session.flush()
+            if _pause_on_refusal_burst(session, delivery.send_id):
+                action = "alerted, send paused"
     record.action = action
     session.flush()
     return action
+
+
+def _pause_on_refusal_burst(session: Session, send_id: int) -> bool:
+    """Pause a running send that the receiving side keeps refusing; True if it paused now."""
+    settings = get_settings()
+    since = utcnow() - timedelta(minutes=settings.bounce_refusal_window_minutes)
+    refusals = session.scalar(select(func.count()).select_from(BounceRecord).where(
+        BounceRecord.send_id == send_id, BounceRecord.kind == "policy",
+        BounceRecord.received_at >= since)) or 0
+    if refusals < settings.bounce_refusal_burst:
+        return False
+    send = session.get(Send, send_id)
+    if send is None or send.status != "running":
+        return False
+    # Imported here: app.sending.service imports this module for its counts (the lead moves
+    # shared rules below both packages).
+    from app.sending.service import pause
+
+    reason_counts = counts_by_reason(session, send_id, kind="policy")
+    worst = ", ".join(f"{n} {r}" for r, n in sorted(reason_counts.items(), key=lambda x: -x[1]))
+    pause(session, send_id, reason=(
+        f"paused: receiving servers refused the sender {refusals} times within "
+        f"{settings.bounce_refusal_window_minutes} minutes ({worst}); check the bounces of "
+        f"this send, then resume"))
+    log.error("send %s paused after %s refusals of the sender", send_id, refusals)
+    return True
 
 
 def _already_recorded(session: Session, delivery_id: int, kind: str) -> bool:
@@ -286,12 +327,20 @@ def acknowledge_complaints(session: Session, send_id: int) -> Newsletter:
     return newsletter
 
 
+def _refused_at_our_door(code: int, reply: str, recipient: str | None = None) -> BounceEvent:
+    """The event for a reply our own SMTP client got: its reason decided like a report's."""
+    diagnostic = f"{code} {reply}"[:2000]
+    verdict = reasons.decide(status=None, diagnostic=diagnostic)
+    return BounceEvent(kind=verdict.kind, recipient=recipient, status=verdict.status,
+                       diagnostic=diagnostic, source="smtp", reason=verdict.reason)
+
+
 def record_smtp_failures(session: Session, failures: Iterable[tuple[int, int, str]]) -> None:
     """5xx replies during a send, handed over by the send engine: (delivery id, code, reply)."""
     for delivery_id, code, reply in failures:
-        status = status_code(reply)
-        event = BounceEvent(kind=classify(status, smtp_code=code), recipient=None,
-                            status=status, diagnostic=f"{code} {reply}", source="smtp")
+        event = _refused_at_our_door(code, reply)
+        if event.kind in ("delayed", "ignored"):
+            continue
         delivery = session.get(Delivery, delivery_id)
         if delivery is not None:
             apply(session, event, delivery)
@@ -301,38 +350,46 @@ def record_smtp_failures(session: Session, failures: Iterable[tuple[int, int, st
 def record_refusal(session: Session, address: str, code: int, reply: str) -> str:
     """A mail outside a send (confirmation, welcome, test) refused for good at our door: the
     policy applies as for a bounce report naming `address`. The action taken."""
-    status = status_code(reply)
-    event = BounceEvent(kind=classify(status, smtp_code=code), recipient=address.lower(),
-                        status=status, diagnostic=f"{code} {reply}"[:2000], source="smtp")
-    return apply(session, event, None)
+    return apply(session, _refused_at_our_door(code, reply, address.lower()), None)
 
 
 def record_message_failure(session: Session, message: OutboundMessage, code: int,
                            reply: str) -> str:
     """A transactional mail refused with a 5xx at our door: the bounce policy decides, as for
     an issue copy. The action taken."""
-    status = status_code(reply)
-    event = BounceEvent(kind=classify(status, smtp_code=code), recipient=None, status=status,
-                        diagnostic=f"{code} {reply}", source="smtp")
-    return apply(session, event, None, message)
+    return apply(session, _refused_at_our_door(code, reply), None, message)
 
 
-def counts_for_send(session: Session, send_id: int) -> dict[str, int]:
-    """Bounces and complaints recorded against a send."""
+def counts_for_send(session: Session, send_id: int) -> dict[str, Any]:
+    """Bounces and complaints recorded against a send, with their counts by reason."""
     rows = session.execute(
         select(BounceRecord.kind, func.count()).where(BounceRecord.send_id == send_id)
         .group_by(BounceRecord.kind))
     found = {kind: int(n) for kind, n in rows}
     return {"hard_bounces": found.get("hard", 0), "soft_bounces": found.get("soft", 0),
-            "complained": found.get("complaint", 0), "policy_rejections": found.get("policy", 0)}
+            "complained": found.get("complaint", 0), "policy_rejections": found.get("policy", 0),
+            "bounce_reasons": counts_by_reason(session, send_id)}
+
+
+def counts_by_reason(session: Session, send_id: int, *, kind: str | None = None
+                     ) -> dict[str, int]:
+    """Events recorded against a send, counted by reason (only those that occurred)."""
+    stmt = (select(BounceRecord.reason, func.count()).where(BounceRecord.send_id == send_id)
+            .group_by(BounceRecord.reason).order_by(BounceRecord.reason))
+    if kind is not None:
+        stmt = stmt.where(BounceRecord.kind == kind)
+    return {reason: int(n) for reason, n in session.execute(stmt)}
 
 
 def list_page(session: Session, *, kind: str | None, send_id: int | None, email: str | None,
-              before_id: int | None, limit: int) -> tuple[list[BounceRecord], int | None]:
+              before_id: int | None, limit: int, reason: str | None = None
+              ) -> tuple[list[BounceRecord], int | None]:
     """Bounce records newest first, keyset-paginated by id."""
     stmt = select(BounceRecord).order_by(BounceRecord.id.desc()).limit(limit + 1)
     if kind:
         stmt = stmt.where(BounceRecord.kind == kind)
+    if reason:
+        stmt = stmt.where(BounceRecord.reason == reason)
     if send_id:
         stmt = stmt.where(BounceRecord.send_id == send_id)
     if email:

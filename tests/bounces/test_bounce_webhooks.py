@@ -202,29 +202,29 @@ def test_ses_permanent_bounce_becomes_a_hard_event_with_everything_known(rsa_key
         kind="hard", recipient="reader@example.com", status="5.1.1",
         diagnostic="smtp; 550 5.1.1 user unknown", source="ses", verp_addresses=(VERP,),
         message_id="issue-22.42@news.example.org",
-        occurred_at=datetime(2026, 1, 27, 14, 59, 38, 237000, tzinfo=UTC),
+        occurred_at=datetime(2026, 1, 27, 14, 59, 38, 237000, tzinfo=UTC), reason="userunknown",
     )]
     assert fetch.calls == [CERT_URL]
 
 
-@pytest.mark.parametrize(("bounce_type", "status", "kind"), [
-    ("Permanent", "5.1.1", "hard"),
-    ("Permanent", None, "hard"),         # e.g. SES's suppression list: no status at all
-    ("Permanent", "5.7.1", "policy"),    # the status says it is a block of the sender
-    ("Permanent", "5.2.2", "soft"),      # mailbox full
-    ("Transient", "4.4.7", "soft"),
-    ("Transient", None, "soft"),
-    ("Transient", "5.7.1", "policy"),
-    ("Undetermined", None, "soft"),
+@pytest.mark.parametrize(("bounce_type", "status", "kind", "reason"), [
+    ("Permanent", "5.1.1", "hard", "userunknown"),
+    ("Permanent", None, "hard", "userunknown"),  # e.g. SES's suppression list: no status at all
+    ("Permanent", "5.7.1", "policy", "policyviolation"),  # a block of the sender
+    ("Permanent", "5.2.2", "soft", "mailboxfull"),
+    ("Transient", "4.4.7", "soft", "expired"),
+    ("Transient", None, "soft", "undefined"),
+    ("Transient", "5.7.1", "policy", "policyviolation"),
+    ("Undetermined", None, "soft", "undefined"),
 ])
-def test_ses_bounce_kinds(rsa_key, fetch, bounce_type, status, kind):
+def test_ses_bounce_kinds(rsa_key, fetch, bounce_type, status, kind, reason):
     recipient: dict[str, Any] = {"emailAddress": "a@example.com"}
     if status:
         recipient["status"] = status
     ses = ses_bounce(bounce_type, [recipient])
     [event] = webhooks.ses_events(sns_body(sns_notification(ses), rsa_key),
                                   fetch_certificate=fetch)
-    assert (event.kind, event.status) == (kind, status)
+    assert (event.kind, event.status, event.reason) == (kind, status, reason)
     assert event.diagnostic.startswith("Amazon SES:")
 
 
@@ -539,7 +539,8 @@ def test_sendgrid_signed_events_are_translated(ec_key):
     assert [(e.recipient, e.kind, e.status) for e in events] == [
         ("hard@example.com", "hard", "5.1.1"),
         ("blocked@example.com", "policy", "5.7.1"),
-        ("later@example.com", "soft", "4.2.0"),
+        # SendGrid's "blocked" refuses our IP or domain: nobody's bounce.
+        ("later@example.com", "policy", "4.2.0"),
         ("nostatus@example.com", "hard", None),
         ("dropped@example.com", "hard", None),
         ("angry@example.com", "complaint", None),
@@ -676,6 +677,7 @@ def test_postmark_hard_bounce(monkeypatch):
             diagnostic=POSTMARK_BOUNCE["Details"], source="postmark",
             message_id="issue-22.42@news.example.org",
             occurred_at=datetime(2026, 1, 27, 16, 33, 54, 907025, tzinfo=UTC),
+            reason="userunknown",
         )
     ]
 
@@ -781,7 +783,7 @@ def test_mailgun_permanent_failure():
         kind="hard", recipient="reader@example.com", status="5.1.1",
         diagnostic="5.1.1 The email account does not exist", source="mailgun",
         verp_addresses=(VERP,), message_id="issue-22.42@news.example.org",
-        occurred_at=datetime.fromtimestamp(1769525978.329574, UTC),
+        occurred_at=datetime.fromtimestamp(1769525978.329574, UTC), reason="userunknown",
     )]
 
 
@@ -927,7 +929,7 @@ def mutations(value: Any) -> Iterator[Any]:
 
 def assert_sane(events: list[BounceEvent]) -> None:
     for event in events:
-        assert event.kind in ("hard", "soft", "policy", "complaint", "delayed")
+        assert event.kind in ("hard", "soft", "policy", "complaint", "delayed", "ignored")
         for text in (event.recipient, event.status, event.diagnostic, event.message_id,
                      *event.verp_addresses):
             assert text is None or isinstance(text, str)
@@ -1020,3 +1022,91 @@ def test_the_default_fetch_follows_no_redirect():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- each provider's types mapped onto the same reasons ---------------------------------------
+
+
+@pytest.mark.parametrize(("bounce_type", "sub_type", "diagnostic", "reason", "kind"), [
+    ("Permanent", "General", None, "userunknown", "hard"),
+    ("Permanent", "NoEmail", None, "userunknown", "hard"),
+    ("Permanent", "Suppressed", None, "userunknown", "hard"),
+    ("Permanent", "General", "smtp; 550 5.7.1 Client host blocked using zen.spamhaus.org",
+     "blocked", "policy"),
+    ("Transient", "MailboxFull", None, "mailboxfull", "soft"),
+    ("Transient", "MessageTooLarge", None, "mesgtoobig", "policy"),
+    ("Transient", "ContentRejected", None, "contenterror", "policy"),
+    ("Transient", "General", "smtp; 421 4.7.0 Too many connections, slow down", "toomanyconn",
+     "soft"),
+    ("Undetermined", "Undetermined", None, "undefined", "soft"),
+])
+def test_ses_subtypes_become_reasons(rsa_key, fetch, bounce_type, sub_type, diagnostic, reason,
+                                     kind):
+    recipient: dict[str, Any] = {"emailAddress": "a@example.com"}
+    if diagnostic:
+        recipient["diagnosticCode"] = diagnostic
+    ses = ses_bounce(bounce_type, [recipient])
+    ses["bounce"]["bounceSubType"] = sub_type
+    [event] = webhooks.ses_events(sns_body(sns_notification(ses), rsa_key),
+                                  fetch_certificate=fetch)
+    assert (event.reason, event.kind) == (reason, kind)
+
+
+def test_ses_complaints_are_feedback_and_not_spam_is_nothing(rsa_key, fetch):
+    [event] = webhooks.ses_events(sns_body(sns_notification(ses_complaint()), rsa_key),
+                                  fetch_certificate=fetch)
+    assert (event.reason, event.kind) == ("feedback", "complaint")
+    not_spam = ses_complaint()
+    not_spam["complaint"]["complaintFeedbackType"] = "not-spam"
+    assert webhooks.ses_events(sns_body(sns_notification(not_spam), rsa_key),
+                               fetch_certificate=fetch) == []
+
+
+def test_sendgrid_types_become_reasons(ec_key):
+    body = json.dumps(SENDGRID_EVENTS).encode()
+    events = webhooks.sendgrid_events(body, sendgrid_headers(ec_key, body))
+    assert [(e.recipient, e.reason) for e in events] == [
+        ("hard@example.com", "userunknown"),
+        ("blocked@example.com", "policyviolation"),  # "rejected by policy", status 5.7.1
+        ("later@example.com", "blocked"),            # SendGrid's own "blocked", no words
+        ("nostatus@example.com", "userunknown"),     # "unknown recipient"
+        ("dropped@example.com", "userunknown"),      # a drop of an address that bounced
+        ("angry@example.com", "feedback"),
+    ]
+
+
+@pytest.mark.parametrize(("bounce_type", "details", "reason", "kind"), [
+    ("HardBounce", "", "userunknown", "hard"),
+    ("BadEmailAddress", "", "userunknown", "hard"),
+    ("SoftBounce", "", "undefined", "soft"),
+    ("SoftBounce", "552 5.2.2 mailbox full", "mailboxfull", "soft"),
+    ("DnsError", "", "networkerror", "soft"),
+    ("Blocked", "", "blocked", "policy"),
+    ("DMARCPolicy", "", "authfailure", "policy"),
+    ("SpamNotification", "", "spamdetected", "policy"),
+    ("VirusNotification", "", "virusdetected", "policy"),
+    ("HardBounce", "550 5.7.1 Unroutable sender address", "rejected", "policy"),
+    ("SpamComplaint", "", "feedback", "complaint"),
+])
+def test_postmark_types_become_reasons(bounce_type, details, reason, kind):
+    payload = {**POSTMARK_BOUNCE, "Type": bounce_type, "Details": details, "Description": ""}
+    [event] = webhooks.postmark_events(json.dumps(payload).encode(),
+                                       basic(POSTMARK_USER, POSTMARK_PASSWORD))
+    assert (event.reason, event.kind) == (reason, kind)
+
+
+@pytest.mark.parametrize(("changes", "reason", "kind"), [
+    ({}, "userunknown", "hard"),
+    ({"reason": "espblock", "delivery-status": {"code": 550, "message": ""}}, "blocked",
+     "policy"),
+    ({"reason": "suppress-bounce", "delivery-status": {"code": 605, "description": ""}},
+     "userunknown", "hard"),
+    ({"delivery-status": {"code": 552, "enhanced-code": "5.2.2",
+                          "message": "5.2.2 mailbox full"}}, "mailboxfull", "soft"),
+    ({"severity": "temporary", "delivery-status": {"code": 421, "message": "try later"}},
+     "undefined", "soft"),
+    ({"event": "complained"}, "feedback", "complaint"),
+])
+def test_mailgun_reasons(changes, reason, kind):
+    [event] = webhooks.mailgun_events(mailgun_body({**MAILGUN_FAILED, **changes}), {})
+    assert (event.reason, event.kind) == (reason, kind)
