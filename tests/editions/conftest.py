@@ -81,3 +81,19 @@ def feed_server(monkeypatch: pytest.MonkeyPatch, test_env: dict[str, str]) -> It
     httpd.server_close()
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def mark_sent(db: Any) -> Callable[..., Any]:
+    """Move an issue to `sent` as the sending pipeline would."""
+    from datetime import UTC, datetime
+
+    from app.issues import service
+
+    def send(issue: Any, at: Any = None) -> Any:
+        service.set_status(db, issue, "sending")
+        service.set_status(db, issue, "sent", at=at or datetime.now(UTC))
+        db.commit()
+        return issue
+
+    return send
