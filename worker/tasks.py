@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
+from app.editions import cadence
 from app.mail.pipeline import PipelinedSmtpPool
 from app.mail.transport import SmtpTransport, Transport, from_url
 from app.sending import service as sending
@@ -66,3 +67,10 @@ def drain_send(send_id: int) -> None:
 def send_test(issue_id: int, addresses: list[str]) -> None:
     with session_scope() as session:
         test_sends.deliver(session, issue_id, addresses, transport())
+
+
+@celery.task(name="missive.mail_edition_alert", autoretry_for=(Exception,), retry_backoff=True,
+             max_retries=8)
+def mail_edition_alert(alert_id: int) -> None:
+    with session_scope() as session:
+        cadence.mail_alert(session, alert_id, transport())
