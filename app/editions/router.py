@@ -5,13 +5,46 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.auth.deps import TokenDep
 from app.db import DbId, SessionDep
 from app.editions import service
+from app.editions.pdf import PageSize
+from app.issues import service as issues
+from app.issues.router import PreviewAccess
 
 router = APIRouter(prefix="/api/v1", tags=["editions"])
+# Registered before the archive's /archive/{slug}/{number}, which would take "2.22.pdf".
+public_router = APIRouter(tags=["archive"])
+SizeParam = Annotated[PageSize, Query(description="paper: a4 (default) or letter")]
+
+
+def _pdf(body: bytes, filename: str, cache: str) -> Response:
+    return Response(body, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{filename}"', "Cache-Control": cache,
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+@router.get("/issues/{issue_id}/preview.pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}})
+def preview_pdf(issue_id: DbId, session: SessionDep, _: PreviewAccess, size: SizeParam = "a4"
+                ) -> Response:
+    """The PDF edition of any issue, a draft too (with the token, or the `key` of its
+    preview_url)."""
+    issue = issues.get(session, issue_id)
+    return _pdf(service.issue_pdf(issue, page_size=size), service.pdf_filename(issue),
+                "private, no-store")
+
+
+@public_router.get("/archive/{slug}/{number}.pdf", response_class=Response,
+                   responses={200: {"content": {"application/pdf": {}}}})
+def archive_pdf(slug: str, number: str, session: SessionDep, size: SizeParam = "a4"
+                ) -> Response:
+    """The PDF edition of a sent issue; 404 until it is sent."""
+    issue, body = service.archive_pdf(session, slug, number, page_size=size)
+    return _pdf(body, service.pdf_filename(issue), "public, max-age=300")
 
 
 @router.post("/newsletters/{slug}/drafts/from-feed", status_code=201, responses={

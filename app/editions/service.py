@@ -18,13 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import fetcher
+from app.config import get_settings
 from app.db import utcnow
-from app.editions import feeds
+from app.editions import feeds, pdf
 from app.editions import repository as repo
 from app.editions.models import EditionAlert
 from app.errors import Conflict, Invalid, NotFound
 from app.issues import service as issues
 from app.issues.models import Issue
+from app.issues.render import NewsletterInfo
 from app.issues.schemas import MAX_STORIES, Story
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
@@ -191,3 +193,26 @@ def dismiss_alert(session: Session, alert_id: int) -> EditionAlert:
     record.dismissed_at = record.dismissed_at or utcnow()
     session.flush()
     return record
+
+
+# --- the PDF edition --------------------------------------------------------------------------
+
+
+def issue_pdf(issue: Issue, *, page_size: pdf.PageSize = "a4") -> bytes:
+    """The issue's PDF edition (made once per content and page size, then kept). Slow the
+    first time: call from sync code. The date printed is the send date, or today for a draft."""
+    return pdf.cached_pdf(
+        issue.id, issues.content_of(issue), NewsletterInfo.of(issue.newsletter),
+        base_url=get_settings().base_url, date=issue.sent_at or utcnow(), page_size=page_size,
+        own_url=issues.pdf_url(issue))
+
+
+def archive_pdf(session: Session, slug: str, number: str, *, page_size: pdf.PageSize = "a4"
+                ) -> tuple[Issue, bytes]:
+    """The PDF edition of a sent issue ("2.22"); NotFound before it is sent."""
+    issue = issues.sent_issue(session, issues.archive_newsletter(session, slug), number)
+    return issue, issue_pdf(issue, page_size=page_size)
+
+
+def pdf_filename(issue: Issue) -> str:
+    return f"{issue.newsletter.slug}-{issue.volume}.{issue.number}.pdf"

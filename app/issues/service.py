@@ -36,6 +36,7 @@ from app.issues.render import (
     render_issue,
 )
 from app.issues.schemas import (
+    PDF_EDITION_URL,
     CheckReport,
     IssueContent,
     IssueDocument,
@@ -362,17 +363,25 @@ def list_page(session: Session, *, newsletter: str | None, status: str | None,
 
 
 def content_of(issue: Issue) -> IssueContent:
-    """The issue's content as the renderer takes it."""
+    """The issue's content as the renderer takes it (a link to "@pdf-edition" made the URL of
+    the issue's PDF edition)."""
+    links = [{**link, "url": pdf_url(issue)} if link.get("url") == PDF_EDITION_URL else link
+             for link in issue.links]
     return IssueContent.model_validate({
         "volume": issue.volume, "number": issue.number, "subject": issue.subject,
         "preheader": issue.preheader, "hero_image": issue.hero_image, "stories": issue.stories,
-        "links": issue.links, "footer": issue.footer,
+        "links": links, "footer": issue.footer,
     })
 
 
 def web_url(issue: Issue) -> str:
     base = get_settings().base_url
     return f"{base}/archive/{issue.newsletter.slug}/{issue.volume}.{issue.number}"
+
+
+def pdf_url(issue: Issue) -> str:
+    """Where the issue's PDF edition is public once it is sent."""
+    return f"{web_url(issue)}.pdf"
 
 
 def preview_key(issue_id: int) -> str:
