@@ -17,6 +17,10 @@ RUN pip install --no-cache-dir /tmp/dist/missive-*.whl && rm -rf /tmp/dist
 # The working directory is the missive user's own, so the default MISSIVE_VAR_DIR (var/) is
 # writable; production keeps its state in PostgreSQL and Redis.
 WORKDIR /srv/missive
+# WeasyPrint (the PDF edition) needs Pango and HarfBuzz's subsetter, and a font to print with.
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 USER missive
 EXPOSE 8000
 # The web process; docker-compose.yml gives the worker its own check and turns it off for the

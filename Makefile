@@ -27,12 +27,19 @@ lint: $(STAMP)
 # (Playwright's own download is not used), Dovecot for the bounce mailbox, Postfix's smtp-sink
 # for bench/, SpamAssassin to score every kind of mail (local tests only). Installed only when
 # missing; services are not started (the tests start their own).
+# WeasyPrint (the PDF edition) needs Pango (pulls in HarfBuzz, fontconfig) and a font; the tests
+# read its PDFs with poppler-utils. The same runtime libraries belong in the Dockerfile.
+MULTIARCH := $(shell uname -m)-linux-gnu
 SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix \
-  /usr/bin/spamassassin:spamassassin
+  /usr/bin/spamassassin:spamassassin \
+  /usr/lib/$(MULTIARCH)/libpangoft2-1.0.so.0:libpangoft2-1.0-0 \
+  /usr/lib/$(MULTIARCH)/libharfbuzz-subset.so.0:libharfbuzz-subset0 \
+  /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf:fonts-dejavu-core \
+  /usr/bin/pdftotext:poppler-utils
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
-	  test -x "$${dep%%:*}" || missing="$$missing $${dep##*:}"; done; \
+	  test -e "$${dep%%:*}" || missing="$$missing $${dep##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
 	  echo "installing$$missing"; \

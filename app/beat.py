@@ -36,6 +36,10 @@ def tick() -> None:
     if polled and (polled.processed or polled.set_aside):
         log.info("bounce mailbox: %d processed, %d set aside", polled.processed,
                  polled.set_aside)
+    from app.editions import cadence
+
+    for line in cadence.draft_due():
+        log.info("feed draft: %s", line)
     with session_scope() as session:
         purged = ratelimit.purge_expired(session)
     if purged:

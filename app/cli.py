@@ -360,6 +360,22 @@ def issue_create(
     typer.echo(report)
 
 
+@issue_app.command("draft-from-feed")
+@friendly
+def issue_draft_from_feed(slug: Annotated[str, typer.Argument(help="the newsletter")]) -> None:
+    """Draft the next issue from the newsletter's feed (items since its last sent issue)."""
+    from app.db import session_scope
+    from app.editions import service as editions
+    from app.issues import service as issues
+
+    with session_scope() as session:
+        draft = editions.draft_from_feed(session, slug)
+        report = issues.load_report(draft.issue, created=True) if draft.issue else ""
+    typer.echo(draft.detail)
+    if report:
+        typer.echo(report)
+
+
 @issue_app.command("send")
 @friendly
 def issue_send(

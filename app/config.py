@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     metrics_token: str = ""
 
+    # The guarded fetcher (feeds, images for the PDF edition): `host[:port]` entries that may
+    # be reached although they resolve to a loopback or private address; size and time limits.
+    fetch_allow_hosts: str = ""
+    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fetch_timeout_seconds: float = Field(default=20, gt=0, le=300)
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         self.var_dir = self.var_dir.expanduser().resolve()

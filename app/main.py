@@ -15,6 +15,8 @@ from app import models  # noqa: F401  (every table registered before the first q
 from app.auth.router import router as tokens_router
 from app.bounces.router import router as bounces_router
 from app.config import get_settings
+from app.editions.router import public_router as editions_public_router
+from app.editions.router import router as editions_router
 from app.errors import AppError
 from app.headers import SecurityHeaders
 from app.issues.archive import router as archive_router
@@ -74,6 +76,8 @@ def create_app() -> FastAPI:
     app.include_router(subscribers_router)
     app.include_router(signup_router)
     app.include_router(issues_router)
+    app.include_router(editions_router)
+    app.include_router(editions_public_router)
     app.include_router(archive_router)
     app.include_router(sending_router)
     app.include_router(bounces_router)

@@ -3,6 +3,7 @@
 from app.auth.models import ApiToken, User
 from app.bounces.models import BounceRecord
 from app.db import Base
+from app.editions.models import EditionAlert, FeedItemUse
 from app.issues.models import Issue
 from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
@@ -17,6 +18,8 @@ __all__ = [
     "BounceRecord",
     "ConsentEvent",
     "Delivery",
+    "EditionAlert",
+    "FeedItemUse",
     "Issue",
     "MetricCounter",
     "Newsletter",

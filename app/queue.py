@@ -24,7 +24,8 @@ _JOBS_KEY = "missive_jobs"
 REQUEST_ID_HEADER = "missive_request_id"
 BULK_QUEUE = "missive"
 TRANSACTIONAL_QUEUE = "transactional"
-TRANSACTIONAL_TASKS = ("missive.send_confirmations", "missive.send_welcome", "missive.send_test")
+TRANSACTIONAL_TASKS = ("missive.send_confirmations", "missive.send_welcome", "missive.send_test",
+                       "missive.mail_edition_alert")
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -15,6 +15,7 @@ from celery import Task
 
 from app.config import get_settings
 from app.db import get_sessionmaker, session_scope
+from app.editions import cadence
 from app.mail import transactional
 from app.mail.pipeline import PipelinedSmtpPool
 from app.mail.transport import SmtpTransport, Transport, from_url
@@ -88,3 +89,10 @@ def send_test(self: Task, issue_id: int, addresses: list[str], marker: bool = Tr
     if retry:
         raise self.retry(args=[issue_id, retry, marker],
                          countdown=transactional.retry_delay(self.request.retries))
+
+
+@celery.task(name="missive.mail_edition_alert", autoretry_for=(Exception,), retry_backoff=True,
+             max_retries=8)
+def mail_edition_alert(alert_id: int) -> None:
+    with session_scope() as session:
+        cadence.mail_alert(session, alert_id, transport())

@@ -42,6 +42,7 @@ def archive_index(slug: str, request: Request, session: SessionDep) -> Response:
     issues = [
         {"label": i.label, "subject": i.subject or f"{newsletter.name} {i.label}",
          "preheader": i.preheader, "url": f"{base}/archive/{slug}/{i.volume}.{i.number}",
+         "pdf_url": f"{base}/archive/{slug}/{i.volume}.{i.number}.pdf",
          "date": _day(i.sent_at), "iso": i.sent_at.isoformat() if i.sent_at else ""}
         for i in service.sent_issues(session, newsletter)
     ]

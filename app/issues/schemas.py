@@ -34,6 +34,9 @@ MAX_URL = 2000
 MAX_STORIES = 40
 MAX_LINKS = 20
 MAX_BODY = 40_000
+# A link url that stands for the issue's own PDF edition (/archive/{slug}/{v}.{n}.pdf), so
+# an editor can link to it without uploading a file.
+PDF_EDITION_URL = "@pdf-edition"
 
 
 def _single_line(max_length: int, *, required: bool = False) -> Any:
@@ -80,9 +83,11 @@ def _none_as_empty(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _url(schemes: tuple[str, ...]) -> Any:
+def _url(schemes: tuple[str, ...], *, pdf_edition: bool = False) -> Any:
     def check(value: str, info: ValidationInfo) -> str:
         value = value.strip()
+        if pdf_edition and value == PDF_EDITION_URL:
+            return value  # resolved when the issue is rendered
         base = (info.context or {}).get("base_url")
         if base and value.startswith("/") and not value.startswith("//"):
             # A path on this server, e.g. a PDF edition under /static/.
@@ -106,6 +111,7 @@ Headline = Annotated[str, _single_line(300, required=True)]
 Label = Annotated[str, _single_line(200, required=True)]
 WebUrl = Annotated[str, _url(("https", "http"))]
 LinkUrl = Annotated[str, _url(("https", "http", "mailto"))]
+IssueLinkUrl = Annotated[str, _url(("https", "http", "mailto"), pdf_edition=True)]
 StoryBody = Annotated[str, BeforeValidator(_none_as_empty), _markdown(MAX_BODY)]
 Footer = Annotated[str, _markdown(10_000)]
 Volume = Annotated[int, Field(ge=1, le=9999)]
@@ -133,7 +139,7 @@ class Story(_Strict):
 
 class IssueLink(_Strict):
     label: Label
-    url: LinkUrl
+    url: IssueLinkUrl
 
 
 class IssueContent(_Strict):

@@ -36,6 +36,7 @@ from app.issues.render import (
     render_issue,
 )
 from app.issues.schemas import (
+    PDF_EDITION_URL,
     CheckReport,
     IssueContent,
     IssueDocument,
@@ -362,14 +363,17 @@ def list_page(session: Session, *, newsletter: str | None, status: str | None,
 
 
 def content_of(issue: Issue) -> IssueContent:
-    """The issue's content as the renderer takes it; Invalid (422) when stored data breaks
-    today's rules (written before a rule, or by another program), so that a preview or a send
-    says why instead of failing."""
+    """The issue's content as the renderer takes it (a link to "@pdf-edition" made the URL of
+    the issue's PDF edition); Invalid (422) when stored data breaks today's rules (written
+    before a rule, or by another program), so that a preview or a send says why instead of
+    failing."""
+    links = [{**link, "url": pdf_url(issue)} if link.get("url") == PDF_EDITION_URL else link
+             for link in issue.links]
     try:
         return IssueContent.model_validate({
             "volume": issue.volume, "number": issue.number, "subject": issue.subject,
             "preheader": issue.preheader, "hero_image": issue.hero_image,
-            "stories": issue.stories, "links": issue.links, "footer": issue.footer,
+            "stories": issue.stories, "links": links, "footer": issue.footer,
         })
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
@@ -380,6 +384,11 @@ def content_of(issue: Issue) -> IssueContent:
 def web_url(issue: Issue) -> str:
     base = get_settings().base_url
     return f"{base}/archive/{issue.newsletter.slug}/{issue.volume}.{issue.number}"
+
+
+def pdf_url(issue: Issue) -> str:
+    """Where the issue's PDF edition is public once it is sent."""
+    return f"{web_url(issue)}.pdf"
 
 
 def preview_key(issue: Issue) -> str:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import JSON, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -26,4 +27,14 @@ class Newsletter(Base):
     # Set when a send's complaint rate passed the limit: no send until an editor acknowledges.
     sending_blocked_by: Mapped[int | None]
     sending_blocked_reason: Mapped[str | None] = mapped_column(Text)
+    # Drafts from the publisher's feed (RSS or Atom). `feed_drafts`: "off", "notify" (beat
+    # drafts the issue `feed_draft_hours_before` each slot and tells the editors) or
+    # "schedule" (and schedules it for the slot when the pre-send checks pass).
+    feed_url: Mapped[str | None] = mapped_column(String(2000))
+    feed_drafts: Mapped[str] = mapped_column(String(16), default="off")
+    feed_draft_hours_before: Mapped[int] = mapped_column(default=48)
+    # Who is told about those drafts; empty: the reply-to address.
+    editor_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # The slot beat last drafted for, so each slot is drafted once.
+    feed_drafted_slot: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -51,6 +51,16 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_feed_drafts(newsletter: Newsletter) -> None:
+    # Beat drafts a set time before each slot: without a feed or a slot there is nothing to do.
+    if (newsletter.feed_drafts or "off") == "off":
+        return
+    if not newsletter.feed_url:
+        raise Invalid("feed_drafts needs a feed_url")
+    if newsletter.cadence in ("none", None) or newsletter.cadence_anchor is None:
+        raise Invalid("feed_drafts needs a cadence and a cadence_anchor (the slots to draft for)")
+
+
 def create(session: Session, data: NewsletterCreate) -> Newsletter:
     """A new newsletter; Conflict if the slug is taken."""
     if not SLUG.fullmatch(data.slug):
@@ -58,6 +68,7 @@ def create(session: Session, data: NewsletterCreate) -> Newsletter:
     if session.scalars(select(Newsletter.id).where(Newsletter.slug == data.slug)).first():
         raise Conflict(f"a newsletter {data.slug!r} exists already")
     newsletter = Newsletter(**_clean(data.model_dump()))
+    _check_feed_drafts(newsletter)
     try:
         # A savepoint: a create of the same slug committing meanwhile is a Conflict, not a 500.
         with session.begin_nested():
@@ -71,8 +82,10 @@ def update(session: Session, slug: str, data: NewsletterUpdate) -> Newsletter:
     newsletter = get_by_slug(session, slug)
     fields = _clean(data.model_dump(exclude_unset=True))
     for key, value in fields.items():
-        if value is None and key in ("name", "from_name", "from_email", "cadence"):
+        if value is None and key in ("name", "from_name", "from_email", "cadence", "feed_drafts",
+                                     "feed_draft_hours_before", "editor_emails"):
             raise Invalid(f"{key} may not be null")
         setattr(newsletter, key, value)
+    _check_feed_drafts(newsletter)
     session.flush()
     return newsletter
