@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import models  # noqa: F401  (every table registered before the first query)
@@ -15,6 +15,7 @@ from app.errors import AppError
 from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.newsletters.router import router as newsletters_router
+from app.newsroom.router import install as install_newsroom
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
 from app.subscribers.router import router as subscribers_router
@@ -52,6 +53,7 @@ def create_app() -> FastAPI:
         title="Missive",
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
         version="0.1.0",
+        docs_url=None,  # served offline by the newsroom (app/newsroom/router.py)
     )
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -62,6 +64,7 @@ def create_app() -> FastAPI:
     app.include_router(archive_router)
     app.include_router(sending_router)
     app.include_router(bounces_router)
+    install_newsroom(app)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static", check_dir=False),
               name="static")
@@ -69,9 +72,5 @@ def create_app() -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get("/", include_in_schema=False)
-    def root() -> Response:
-        return RedirectResponse("/docs")
 
     return app

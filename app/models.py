@@ -5,6 +5,7 @@ from app.bounces.models import BounceRecord
 from app.db import Base
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
+from app.newsroom.models import UserNewsletter, UserSession
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
@@ -23,4 +24,6 @@ __all__ = [
     "Subscription",
     "Suppression",
     "User",
+    "UserNewsletter",
+    "UserSession",
 ]

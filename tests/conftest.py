@@ -204,7 +204,8 @@ def _reset_caches() -> None:
 
 # Children before parents, so plain DELETEs never trip a foreign key.
 TABLES = ("bounces", "deliveries", "sends", "consent_events", "subscriptions", "suppressions",
-          "subscribers", "api_tokens", "users", "issues", "newsletters", "rate_counters")
+          "subscribers", "api_tokens", "user_sessions", "user_newsletters",
+          "users", "issues", "newsletters", "rate_counters")
 
 
 @pytest.fixture(autouse=True)
