@@ -52,7 +52,7 @@ def test_wrong_password_and_unknown_address_are_refused_alike(client, make_user)
 
 def test_sign_in_is_rate_limited(client, make_user):
     make_user("ed@example.org")
-    codes = [sign_in(client, "ed@example.org", "guess number %d" % i).status_code
+    codes = [sign_in(client, "ed@example.org", f"guess number {i}").status_code
              for i in range(8)]
     assert codes == [401] * 8
     # Even the right password is refused now: the limit is on attempts, not failures.
