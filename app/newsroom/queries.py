@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.bounces.models import BounceRecord
@@ -17,7 +17,7 @@ from app.db import utcnow
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
-from app.subscribers.models import Subscription
+from app.subscribers.models import Subscriber, Subscription, Suppression
 
 Scope = frozenset[int] | None
 
@@ -132,3 +132,13 @@ def send_of_issue(session: Session, issue_id: int) -> Send | None:
 def bounces_of_send(session: Session, send_id: int, *, limit: int = 50) -> Sequence[BounceRecord]:
     return session.scalars(select(BounceRecord).where(BounceRecord.send_id == send_id)
                            .order_by(BounceRecord.id.desc()).limit(limit)).all()
+
+
+def audience_count(session: Session, newsletter_id: int) -> int:
+    """Readers an issue of this newsletter would go to now: active and not suppressed (the
+    same rule as the send's snapshot)."""
+    return int(session.scalar(
+        select(func.count()).select_from(Subscription)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscription.newsletter_id == newsletter_id, Subscription.status == "active",
+               ~exists().where(Suppression.email_key == Subscriber.email_key))) or 0)
