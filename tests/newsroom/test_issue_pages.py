@@ -12,8 +12,8 @@ from tests.newsroom.conftest import csrf_of
 def _form(page_html: str, **fields: str) -> dict[str, str]:
     """The compose form's current fields, with some changed (as a browser would post it)."""
     data: dict[str, str] = {}
-    for name, value in re.findall(r'<input id="f-[^"]+" name="([^"]+)" type="[^"]+" value="([^"]*)"',
-                                  page_html):
+    inputs = r'<input id="f-[^"]+" name="([^"]+)" type="[^"]+" value="([^"]*)"'
+    for name, value in re.findall(inputs, page_html):
         data[name] = value
     for name, value in re.findall(r'<textarea id="f-[^"]+" name="([^"]+)"[^>]*>([^<]*)</textarea>',
                                   page_html):
