@@ -11,7 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app.newsroom import auth_pages, dashboard_pages, issue_pages
+from app.newsroom import auth_pages, dashboard_pages, issue_pages, send_pages
 from app.newsroom.deps import SignInRequired, Viewer, optional_viewer
 
 # Swagger UI's files as the fastapi-offline package ships them: /docs needs no CDN.
@@ -33,7 +33,7 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Add the admin pages, the sign-in redirect and the offline API docs to `app`."""
     app.add_exception_handler(SignInRequired, _sign_in_required)
-    for module in (auth_pages, dashboard_pages, issue_pages):
+    for module in (auth_pages, dashboard_pages, issue_pages, send_pages):
         app.include_router(module.router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_FILES), name="docs-assets")
 

@@ -71,3 +71,26 @@ def dashboard(session: Session, scope: Scope) -> Dashboard:
         blocked=[n for n in visible if n.sending_blocked_by is not None],
         policy_rejections=queries.policy_rejections(session, scope),
     )
+
+
+FINISHED = ("done", "cancelled")
+
+
+def progress(session: Session, send: Send) -> dict[str, Any]:
+    """A send's counts by state with its rate and an estimate of the time left."""
+    report = sending.report(session, send)
+    handled = sum(report[k] for k in ("sent", "failed", "bounced", "skipped", "unknown"))
+    report["handled"] = handled
+    report["percent"] = round(100 * handled / report["total"], 1) if report["total"] else (
+        100.0 if send.status in FINISHED else 0.0)
+    rate = None
+    if send.started_at is not None and handled:
+        end = send.finished_at or utcnow()
+        seconds = max((end - send.started_at).total_seconds(), 0.001)
+        rate = handled / seconds
+    report["rate_per_second"] = round(rate, 1) if rate else None
+    remaining = report["pending"]
+    report["seconds_left"] = (
+        round(remaining / rate) if rate and remaining and send.status == "running" else None)
+    report["finished"] = send.status in FINISHED
+    return report
