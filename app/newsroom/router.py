@@ -19,6 +19,10 @@ SWAGGER_FILES = Path(fastapi_offline.__file__).resolve().parent / "static"
 DOCS_ASSETS = "/docs-assets"
 
 
+# Every router of the newsroom (tests walk them to check each form's CSRF guard).
+ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router)
+
+
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     if request.url.path.startswith("/admin/api/"):
@@ -33,8 +37,8 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Add the admin pages, the sign-in redirect and the offline API docs to `app`."""
     app.add_exception_handler(SignInRequired, _sign_in_required)
-    for module in (auth_pages, dashboard_pages, issue_pages, send_pages):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_FILES), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
