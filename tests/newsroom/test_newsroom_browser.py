@@ -49,7 +49,8 @@ OVERFLOW = """() => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 || r.height === 0 || scrolls(el)) continue;
     if (r.right > width + 1 || r.left < -1) {
-      over.push(`${el.tagName}#${el.id}.${el.className} ${Math.round(r.left)}..${Math.round(r.right)}`);
+      const where = `${Math.round(r.left)}..${Math.round(r.right)}`;
+      over.push(`${el.tagName}#${el.id}.${el.className} ${where}`);
     }
   }
   return {scrollWidth: document.documentElement.scrollWidth, width, over: over.slice(0, 10)};
