@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.bounces.models import BounceRecord
@@ -17,7 +17,7 @@ from app.db import utcnow
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
-from app.subscribers.models import Subscriber, Subscription, Suppression
+from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 
 Scope = frozenset[int] | None
 
@@ -142,3 +142,34 @@ def audience_count(session: Session, newsletter_id: int) -> int:
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .where(Subscription.newsletter_id == newsletter_id, Subscription.status == "active",
                ~exists().where(Suppression.email_key == Subscriber.email_key))) or 0)
+
+
+def consent_log(session: Session, subscriber_id: int, scope: Scope, *, limit: int = 50
+                ) -> Sequence[ConsentEvent]:
+    stmt = select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
+    if scope is not None:
+        stmt = stmt.where(ConsentEvent.newsletter_id.in_(scope))
+    return session.scalars(stmt.order_by(ConsentEvent.id.desc()).limit(limit)).all()
+
+
+def bounces_of(session: Session, subscriber_id: int, email_key: str, *, limit: int = 50
+               ) -> Sequence[BounceRecord]:
+    return session.scalars(
+        select(BounceRecord).where(or_(BounceRecord.subscriber_id == subscriber_id,
+                                       BounceRecord.email_key == email_key))
+        .order_by(BounceRecord.id.desc()).limit(limit)).all()
+
+
+def deliveries_of(session: Session, subscriber_id: int, scope: Scope, *, limit: int = 20
+                  ) -> Sequence[tuple[Delivery, Issue]]:
+    stmt = (select(Delivery, Issue).join(Send, Send.id == Delivery.send_id)
+            .join(Issue, Issue.id == Send.issue_id)
+            .where(Delivery.subscriber_id == subscriber_id))
+    if scope is not None:
+        stmt = stmt.where(Issue.newsletter_id.in_(scope))
+    return [(d, i) for d, i in session.execute(
+        stmt.order_by(Delivery.id.desc()).limit(limit))]
+
+
+def suppression(session: Session, email_key: str) -> Suppression | None:
+    return session.scalars(select(Suppression).where(Suppression.email_key == email_key)).first()

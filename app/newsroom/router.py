@@ -11,7 +11,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app.newsroom import auth_pages, dashboard_pages, issue_pages, send_pages
+from app.newsroom import (
+    auth_pages,
+    dashboard_pages,
+    issue_pages,
+    send_pages,
+    subscriber_pages,
+)
 from app.newsroom.deps import SignInRequired, Viewer, optional_viewer
 
 # Swagger UI's files as the fastapi-offline package ships them: /docs needs no CDN.
@@ -20,7 +26,8 @@ DOCS_ASSETS = "/docs-assets"
 
 
 # Every router of the newsroom (tests walk them to check each form's CSRF guard).
-ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router)
+ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router,
+           subscriber_pages.router)
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
