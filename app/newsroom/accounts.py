@@ -231,3 +231,22 @@ def set_role(session: Session, user: User, role: str) -> None:
         raise Invalid(f"role must be one of {', '.join(ROLES)}")
     user.role = role
     session.flush()
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def list_tokens(session: Session) -> Sequence[ApiToken]:
+    """Every API token, live ones first, newest first."""
+    return session.scalars(select(ApiToken).order_by(
+        ApiToken.revoked_at.is_not(None), ApiToken.id.desc())).all()
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    """Revoke a token (idempotent): it stops working at once."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    return token

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.newsroom import (
+    admin_pages,
     auth_pages,
     dashboard_pages,
     issue_pages,
@@ -27,7 +28,7 @@ DOCS_ASSETS = "/docs-assets"
 
 # Every router of the newsroom (tests walk them to check each form's CSRF guard).
 ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router,
-           subscriber_pages.router)
+           subscriber_pages.router, admin_pages.router)
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
