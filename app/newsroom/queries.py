@@ -173,3 +173,35 @@ def deliveries_of(session: Session, subscriber_id: int, scope: Scope, *, limit: 
 
 def suppression(session: Session, email_key: str) -> Suppression | None:
     return session.scalars(select(Suppression).where(Suppression.email_key == email_key)).first()
+
+
+def bounce_page(session: Session, scope: Scope, *, kind: str | None, email: str | None,
+                before_id: int | None, limit: int) -> tuple[list[BounceRecord], int | None]:
+    """Bounce and complaint events newest first; a limited user sees those of their sends."""
+    stmt = select(BounceRecord).order_by(BounceRecord.id.desc()).limit(limit + 1)
+    if scope is not None:
+        stmt = stmt.join(Send, Send.id == BounceRecord.send_id).join(
+            Issue, Issue.id == Send.issue_id).where(Issue.newsletter_id.in_(scope))
+    if kind:
+        stmt = stmt.where(BounceRecord.kind == kind)
+    if email:
+        stmt = stmt.where(BounceRecord.email_key == email.strip().lower())
+    if before_id:
+        stmt = stmt.where(BounceRecord.id < before_id)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def suppression_page(session: Session, *, email: str | None, before_id: int | None,
+                     limit: int) -> tuple[list[Suppression], int | None]:
+    stmt = select(Suppression).order_by(Suppression.id.desc()).limit(limit + 1)
+    if email:
+        stmt = stmt.where(Suppression.email_key == email.strip().lower())
+    if before_id:
+        stmt = stmt.where(Suppression.id < before_id)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from app.newsroom import (
     admin_pages,
     auth_pages,
+    bounce_pages,
     dashboard_pages,
     issue_pages,
     send_pages,
@@ -28,7 +29,7 @@ DOCS_ASSETS = "/docs-assets"
 
 # Every router of the newsroom (tests walk them to check each form's CSRF guard).
 ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router,
-           subscriber_pages.router, admin_pages.router)
+           subscriber_pages.router, admin_pages.router, bounce_pages.router)
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
