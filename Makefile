@@ -26,7 +26,8 @@ lint: $(STAMP)
 # Debian packages the tests drive as real servers and tools: Chromium for the browser tests
 # (Playwright's own download is not used), Dovecot for the bounce mailbox, Postfix's smtp-sink
 # for bench/. Installed only when missing; services are not started (the tests start their own).
-SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix
+SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/sbin/smtp-sink:postfix \
+  /usr/bin/npm:npm
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
@@ -37,8 +38,15 @@ system-deps:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	    $$sudo apt-get install -y -q $$missing; fi
 
-test: $(STAMP) system-deps lint
+# axe-core, which the browser tests inject to check accessibility: from npm, never copied in.
+AXE := node_modules/axe-core/axe.min.js
+
+$(AXE): package.json | system-deps
+	npm install --no-audit --no-fund --silent
+	touch $(AXE)
+
+test: $(STAMP) system-deps $(AXE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -101,8 +101,11 @@ def shots(tmp_path: Path) -> Iterator[Path]:
             shutil.copy(png, keep)
 
 
-def _context(browser: Any, server: str, width: int) -> Any:
-    context = browser.new_context(viewport={"width": width, "height": 900})
+def _context(browser: Any, server: str, width: int, *, bypass_csp: bool = False) -> Any:
+    # bypass_csp: only so that axe-core can be injected into pages whose policy forbids
+    # scripts (the public pages); the pages themselves are unchanged.
+    context = browser.new_context(viewport={"width": width, "height": 900},
+                                  bypass_csp=bypass_csp)
 
     def route(r: Any) -> None:
         url = r.request.url
@@ -246,5 +249,119 @@ def test_pages_fit_a_phone(server, browser, shots, make_user, newsletter, db):
                            ("/admin/account", "account")):
             page.goto(server + path)
             _photograph(page, shots, name)
+    finally:
+        context.close()
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture
+def everything(newsletter: Any, db: Any, make_user: Any) -> dict[str, Any]:
+    """One of each thing a page shows: a subscriber, a send with a bounce, a suppression."""
+    from datetime import timedelta
+
+    from app import demo
+    from app.bounces.models import BounceRecord
+    from app.db import utcnow
+    from app.issues import service as issues
+    from app.sending import service as sending
+    from app.subscribers.models import Subscriber, Subscription, Suppression
+
+    issue = demo.sample_issue(db, newsletter)
+    reader = Subscriber(email="reader@example.org", email_key="reader@example.org",
+                        name="A Reader", attributes={"city": "Oslo"})
+    db.add(reader)
+    db.flush()
+    db.add(Subscription(subscriber_id=reader.id, newsletter_id=newsletter.id, status="active"))
+    db.add(Suppression(email_key="gone@example.org", reason="bounced", detail="5.1.1"))
+    send = sending.schedule(db, issue.id, at=utcnow() + timedelta(days=1),
+                            next_cadence_slot=False, actor="tests")
+    db.add(BounceRecord(email_key="gone@example.org", kind="hard", status_code="5.1.1",
+                        diagnostic="550 5.1.1 no such user", source="dsn", action="suppressed",
+                        send_id=send.id))
+    draft = issues.create(db, {"newsletter": "alliance-digest",
+                               "stories": [{"headline": "A draft"}]})
+    make_user("admin@example.org", "admin")
+    db.commit()
+    return {"issue": draft.id, "send": send.id, "subscriber": reader.id}
+
+
+def _sign_in(page: Any, server: str, email: str) -> None:
+    page.goto(server + "/admin/sign-in")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(server + "/admin")
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is missing: `make test` installs it")
+def test_every_page_passes_axe_and_fits(server, browser, shots, everything):
+    """axe-core in the browser on every admin page and the public pages: no serious or
+    critical violation; and each page at both widths without sideways scrolling."""
+    pages = [("/admin/sign-in", "sign-in"), ("/admin", "dashboard"),
+             ("/admin/issues", "issues"), (f"/admin/issues/{everything['issue']}", "compose"),
+             ("/admin/issues/new", "new-issue"),
+             (f"/admin/issues/{everything['issue']}/send?mode=now", "confirm-send"),
+             ("/admin/sends", "sends"), (f"/admin/sends/{everything['send']}", "send"),
+             ("/admin/subscribers", "subscribers"),
+             (f"/admin/subscribers/{everything['subscriber']}", "subscriber"),
+             ("/admin/subscribers/new", "new-subscriber"), ("/admin/bounces", "bounces"),
+             ("/admin/users", "users"), ("/admin/newsletters", "newsletters"),
+             ("/admin/newsletters/alliance-digest", "newsletter"),
+             ("/admin/account", "account"), ("/subscribe/alliance-digest", "subscribe"),
+             ("/archive/alliance-digest", "archive")]
+    found: dict[str, list[str]] = {}
+    for width in WIDTHS:
+        context = _context(browser, server, width, bypass_csp=True)
+        page = context.new_page()
+        try:
+            _sign_in(page, server, "admin@example.org")
+            for path, name in pages:
+                if name == "sign-in":
+                    continue
+                response = page.goto(server + path)
+                assert response is not None and response.status == 200, path
+                _photograph(page, shots, name)
+                if width != WIDTHS[0]:
+                    continue
+                page.add_script_tag(path=str(AXE))
+                result = page.evaluate(
+                    "async () => (await axe.run({exclude: [['iframe']]})).violations"
+                    ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+                    ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))")
+                if result:
+                    found[path] = result
+        finally:
+            context.close()
+    assert found == {}, found
+
+
+def test_compose_controls_are_reachable_by_keyboard(server, browser, everything):
+    """Tab alone reaches every link, field and button of the compose page, in order."""
+    context = _context(browser, server, 1280)
+    page = context.new_page()
+    try:
+        _sign_in(page, server, "admin@example.org")
+        page.goto(server + f"/admin/issues/{everything['issue']}")
+        # Number every control a keyboard user must reach. In a radio group only the checked
+        # radio is a Tab stop (arrow keys move within it), as browsers do.
+        expected = page.evaluate("""() => {
+          const sel = 'a[href], button, input:not([type=hidden]), select, textarea, iframe';
+          const all = [...document.querySelectorAll(sel)].filter(e => !e.disabled && e.offsetParent !== null)
+            .filter(e => e.type !== 'radio' || e.checked);
+          all.forEach((e, i) => e.setAttribute('data-kb', String(i)));
+          return all.length;
+        }""")
+        reached: set[int] = set()
+        # The previews' own links are Tab stops too (an email has many), hence the margin.
+        for _ in range(expected + 300):
+            if len(reached) == expected:
+                break
+            page.keyboard.press("Tab")
+            mark = page.evaluate("() => document.activeElement.getAttribute('data-kb')")
+            if mark is not None:
+                reached.add(int(mark))
+        assert reached == set(range(expected)), sorted(set(range(expected)) - reached)
     finally:
         context.close()
