@@ -348,7 +348,8 @@ def test_compose_controls_are_reachable_by_keyboard(server, browser, everything)
         # radio is a Tab stop (arrow keys move within it), as browsers do.
         expected = page.evaluate("""() => {
           const sel = 'a[href], button, input:not([type=hidden]), select, textarea, iframe';
-          const all = [...document.querySelectorAll(sel)].filter(e => !e.disabled && e.offsetParent !== null)
+          const all = [...document.querySelectorAll(sel)]
+            .filter(e => !e.disabled && e.offsetParent !== null)
             .filter(e => e.type !== 'radio' || e.checked);
           all.forEach((e, i) => e.setAttribute('data-kb', String(i)));
           return all.length;
