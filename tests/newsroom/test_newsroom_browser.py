@@ -227,32 +227,6 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
         context.close()
 
 
-def test_pages_fit_a_phone(server, browser, shots, make_user, newsletter, db):
-    """Each page at 375 px: nothing past the edge, the navigation wraps, forms fit."""
-    from app import demo
-
-    issue = demo.sample_issue(db, newsletter)
-    make_user("editor@example.org", "editor")
-    context = _context(browser, server, 375)
-    page = context.new_page()
-    try:
-        page.goto(server + "/admin/sign-in")
-        _photograph(page, shots, "sign-in")
-        page.get_by_label("Email address").fill("editor@example.org")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(server + "/admin")
-        for path, name in (("/admin", "dashboard"), ("/admin/issues", "issues"),
-                           (f"/admin/issues/{issue.id}", "compose"),
-                           ("/admin/issues/new", "new-issue"), ("/admin/sends", "sends"),
-                           (f"/admin/issues/{issue.id}/send?mode=now", "confirm-send"),
-                           ("/admin/account", "account")):
-            page.goto(server + path)
-            _photograph(page, shots, name)
-    finally:
-        context.close()
-
-
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
 
