@@ -13,7 +13,9 @@ import yaml
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as FormFile
 
+from app.config import get_settings
 from app.db import DbId, SessionDep
 from app.errors import AppError, Invalid, NotFound
 from app.issues import service as issues
@@ -21,7 +23,7 @@ from app.issues.models import ISSUE_STATUSES, Issue
 from app.issues.router import _PREVIEW_HEADERS
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
-from app.newsroom import forms, queries
+from app.newsroom import forms, media, queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
 from app.sending import service as sending
@@ -125,6 +127,21 @@ def new_issue(request: Request, viewer: EditorDep, session: SessionDep,
     return _compose_page(request, session, viewer, form, None)
 
 
+def _take_upload(form: forms.ComposeForm, posted: FormData) -> bool:
+    """Store an uploaded hero image and point the form at it; False (with the problem beside
+    the field) when the file is refused."""
+    upload = posted.get("hero_file")
+    if not isinstance(upload, FormFile) or not upload.filename:
+        return True
+    try:
+        name = media.store_image(upload.file.read(media.MAX_IMAGE_BYTES + 1))
+    except AppError as exc:
+        form.errors["hero_file"] = str(exc.detail)
+        return False
+    form.hero_url = f"{get_settings().base_url}/media/{name}"
+    return True
+
+
 def _problems(exc: AppError) -> list[dict[str, Any]]:
     if isinstance(exc, issues.IssueInvalid):
         return exc.problems
@@ -135,6 +152,8 @@ def _problems(exc: AppError) -> list[dict[str, Any]]:
 def create_issue(request: Request, viewer: EditorDep, session: SessionDep,
                  posted: PostedForm) -> Response:
     form = forms.from_form(posted)
+    if not _take_upload(form, posted):
+        return _compose_page(request, session, viewer, form, None, status_code=422)
     action = str(posted.get("action") or "save")
     if form.apply(action):
         return _compose_page(request, session, viewer, form, None, unsaved=True)
@@ -194,6 +213,8 @@ def save_issue(request: Request, issue_id: DbId, viewer: EditorDep, session: Ses
     issue = _issue(session, viewer, issue_id)
     form = forms.from_form(posted)
     form.newsletter = issue.newsletter.slug
+    if not _take_upload(form, posted):
+        return _compose_page(request, session, viewer, form, issue, status_code=422)
     if form.apply(str(posted.get("action") or "save")):
         return _compose_page(request, session, viewer, form, issue, unsaved=True)
     document = form.document(with_newsletter=False)

@@ -49,6 +49,7 @@ def install(app: FastAPI) -> None:
     for router in ROUTERS:
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_FILES), name="docs-assets")
+    _media(app)
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -62,3 +63,22 @@ def install(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def root(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Response:
         return RedirectResponse("/admin" if viewer else "/admin/sign-in", status_code=303)
+
+
+def _media(app: FastAPI) -> None:
+    from fastapi.responses import FileResponse
+
+    from app.errors import NotFound
+    from app.newsroom import media
+
+    @app.get("/media/{name}", include_in_schema=False)
+    def media_file(name: str) -> FileResponse:
+        """An uploaded image, as readers' mail clients fetch it."""
+        path = media.image_path(name)
+        if path is None:
+            raise NotFound("no such image")
+        return FileResponse(path, media_type=media.CONTENT_TYPES[path.suffix[1:]], headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        })
