@@ -1,8 +1,9 @@
 """An editor's whole journey in a real browser (Debian's Chromium driven by Playwright).
 
-Sign in, compose an issue with three stories, fix a validation error, look at the preview at
-both widths, send a test copy (it arrives at the test SMTP server), send now after the
-confirmation, and watch the send page reach `done` by itself. Every page is photographed at
+Sign in, compose an issue with three stories and an uploaded image, fix a validation error,
+look at the preview at both widths, send a test copy (it arrives at the test SMTP server),
+send now after the confirmation, watch the send page reach `done` by itself, find a reader and
+unsubscribe them, and import a CSV whose bad line is reported. Every page is photographed at
 375 and 1280 px and must not scroll sideways. The app runs under uvicorn on a free port and
 the browser talks to it there (Chromium keeps Secure cookies on 127.0.0.1); requests for the
 public base URL (the issue's images) are answered by it too, and nothing else is reachable.
@@ -182,6 +183,9 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
         assert page.locator("#f-story-0-headline").get_attribute("aria-invalid") == "true"
         _photograph(page, shots, "compose-error")
         page.locator("#f-story-0-headline").fill("First story")
+        page.locator("#f-hero_file").set_input_files(files=[{
+            "name": "hero.png", "mimeType": "image/png", "buffer": _png()}])
+        page.locator("#f-hero_alt").fill("A blue square")
         page.get_by_role("button", name="Save draft").first.click()
         page.wait_for_url("**/admin/issues/*?notice=created")
         assert page.get_by_text("Draft created.").is_visible()
@@ -189,6 +193,7 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
                            ).one()
         assert [s["headline"] for s in issue.stories] == [
             "First story", "Second story", "Third story"]
+        assert "/media/" in issue.hero_image["url"]
 
         # The preview, at both widths, is the reader's HTML.
         for title in ("Preview at phone width", "Preview at desktop width"):
@@ -219,12 +224,39 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
         send = db.scalars(select(Send).where(Send.issue_id == issue.id)).one()
         assert send.status == "done"
 
-        for path, name in (("/admin/issues", "issues"), ("/admin/sends", "sends"),
-                           ("/admin/account", "account")):
-            page.goto(server + path)
-            _photograph(page, shots, name)
+        # Find a reader and unsubscribe them.
+        page.get_by_role("link", name="Subscribers").click()
+        page.get_by_label("Address or name").fill("reader1")
+        page.get_by_role("button", name="Find").click()
+        page.get_by_role("link", name="reader1@example.org").click()
+        page.get_by_role("button", name="Unsubscribe from Alliance Digest").click()
+        assert page.get_by_text("Unsubscribed.").is_visible()
+        assert page.locator(".status.unsubscribed").first.is_visible()
+
+        # Import a CSV with one bad line: the line is reported, the rest go in.
+        page.get_by_role("link", name="Subscribers").click()
+        page.locator("#i-file").set_input_files(files=[{
+            "name": "readers.csv", "mimeType": "text/csv",
+            "buffer": b"email,name\nnew1@example.org,New One\nnot-an-address,Bad\n"
+                      b"new2@example.org,New Two\n"}])
+        page.get_by_role("button", name="Import").click()
+        report = page.locator("#import-report")
+        assert "2 created" in report.inner_text()
+        assert "1 line with errors" in report.inner_text()
+        assert report.locator("td").first.inner_text() == "3"
+        _photograph(page, shots, "import-report")
     finally:
         context.close()
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (600, 300), (30, 90, 140)).save(out, format="PNG")
+    return out.getvalue()
 
 
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
