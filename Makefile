@@ -35,7 +35,8 @@ SYSTEM_DEPS := /usr/bin/chromium:chromium /usr/sbin/dovecot:dovecot-imapd /usr/s
   /usr/lib/$(MULTIARCH)/libpangoft2-1.0.so.0:libpangoft2-1.0-0 \
   /usr/lib/$(MULTIARCH)/libharfbuzz-subset.so.0:libharfbuzz-subset0 \
   /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf:fonts-dejavu-core \
-  /usr/bin/pdftotext:poppler-utils
+  /usr/bin/pdftotext:poppler-utils \
+  /usr/bin/npm:npm
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
@@ -46,8 +47,15 @@ system-deps:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	    $$sudo apt-get install -y -q $$missing; fi
 
-test: $(STAMP) system-deps lint
+# axe-core, which the browser tests inject to check accessibility: from npm, never copied in.
+AXE := node_modules/axe-core/axe.min.js
+
+$(AXE): package.json | system-deps
+	npm install --no-audit --no-fund --silent
+	touch $(AXE)
+
+test: $(STAMP) system-deps $(AXE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache node_modules

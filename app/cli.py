@@ -165,6 +165,7 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     with session_scope() as session:
         newsletter = demo.load(session)
         token = auth.create_token(session, name="make-run", role="admin", replace=True)
+        sign_in = _sign_in_url(demo.first_admin_link(session))
         sample = demo.sample_issue(session, newsletter)
         preview = issues.to_out(sample).preview_url if sample else ""
         sample_id = sample.id if sample else 0
@@ -175,7 +176,9 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     out.print(f"""
 [bold]Missive is starting[/bold] (embedded: SQLite, filesystem queue, Maildir outbox)
 
-  Admin (API docs) {base}/docs
+  Newsroom         {base}/admin
+  Sign in (once)   {sign_in}
+  API docs         {base}/docs
   Sign-up page     {base}/subscribe/{demo.SLUG}
   Sample issue     {preview}
   Outbox           {outbox}/new
@@ -262,15 +265,54 @@ def token_revoke(name: str) -> None:
 @user_app.command("create")
 @friendly
 def user_create(
-    email: str, role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor"
+    email: str,
+    role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor",
+    password: Annotated[bool, typer.Option(
+        "--password", help="type a password now instead of getting a sign-in link")] = False,
+    newsletter: Annotated[list[str] | None, typer.Option(
+        help="limit the user to this newsletter (repeat for several)")] = None,
 ) -> None:
-    """Create an editor account and print its first API token."""
+    """Create an account for the web app; print a one-time sign-in link and an API token."""
     from app.auth import service as auth
     from app.db import session_scope
+    from app.newsletters import service as newsletters
+    from app.newsroom import accounts
+
+    secret = None
+    if password:
+        secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        accounts.check_password_rules(secret)
+    with session_scope() as session:
+        ids = [newsletters.get_by_slug(session, slug).id for slug in newsletter or []]
+        user = accounts.create_user(session, email=email, role=role, password=secret,
+                                    newsletter_ids=ids)
+        token = auth.create_token(session, name=f"user:{user.email}", role=role, user=user)
+        link = None if password else accounts.issue_sign_in_token(session, user)
+    typer.echo(f"created {role} {user.email}")
+    if link:
+        typer.echo(f"sign in once at: {_sign_in_url(link)} "
+                   f"(valid {accounts.SIGN_IN_LINK_HOURS} hours)")
+    typer.echo(f"API token: {token}")
+
+
+@user_app.command("sign-in-link")
+@friendly
+def user_sign_in_link(email: str) -> None:
+    """Print a new one-time sign-in link for an account (a lost password)."""
+    from app.db import session_scope
+    from app.errors import NotFound
+    from app.newsroom import accounts
 
     with session_scope() as session:
-        _, token = auth.create_user(session, email=email, role=role)
-    typer.echo(token)
+        user = accounts.find_user(session, email)
+        if user is None:
+            raise NotFound(f"no user {email}")
+        link = accounts.issue_sign_in_token(session, user)
+    typer.echo(_sign_in_url(link))
+
+
+def _sign_in_url(token: str) -> str:
+    return f"{get_settings().base_url}/admin/sign-in/{token}"
 
 
 # --- subscribers -----------------------------------------------------------------------------

@@ -59,3 +59,19 @@ def sample_issue(session: Session, newsletter: Newsletter) -> Issue | None:
 
     data = issues.parse_document(SAMPLE_ISSUE.read_bytes(), kind="yaml")
     return issues_repo.by_number(session, newsletter.id, data["volume"], data["number"])
+
+
+FIRST_ADMIN = "admin@example.org"
+
+
+def first_admin_link(session: Session) -> str:
+    """The first admin's one-time sign-in token, creating that admin when there is no user.
+
+    `make run` prints it each time it starts, so a newcomer never needs a password to begin."""
+    from app.auth.models import User
+    from app.newsroom import accounts
+
+    admin = session.scalars(select(User).where(User.role == "admin").order_by(User.id)).first()
+    if admin is None:
+        admin = accounts.create_user(session, email=FIRST_ADMIN, role="admin")
+    return accounts.issue_sign_in_token(session, admin)

@@ -27,6 +27,9 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LARGE_BODIES = (
     ("POST", re.compile(r"/api/v1/subscribers/import/?"), "max_csv_bytes"),
     ("POST", re.compile(r"/api/v1/bounces/?"), "max_message_bytes"),
+    # The newsroom's forms that carry a file: a CSV import, an issue with its hero image.
+    ("POST", re.compile(r"/admin/subscribers/import/?"), "max_csv_bytes"),
+    ("POST", re.compile(r"/admin/issues(/.*)?"), "max_message_bytes"),
 )
 
 

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -23,6 +23,7 @@ from app.issues.archive import router as archive_router
 from app.issues.router import router as issues_router
 from app.limits import RequestGate
 from app.newsletters.router import router as newsletters_router
+from app.newsroom.router import install as install_newsroom
 from app.openapi import install as install_openapi
 from app.ops.health import router as health_router
 from app.ops.metrics import router as metrics_router
@@ -67,6 +68,7 @@ def create_app() -> FastAPI:
         title="Missive",
         description="Self-hosted newsletter distribution: sign-ups, issues, sending, bounces.",
         version="0.1.0",
+        docs_url=None,  # served offline by the newsroom (app/newsroom/router.py)
     )
     app.add_middleware(RequestGate)
     app.add_middleware(SecurityHeaders)
@@ -90,14 +92,11 @@ def create_app() -> FastAPI:
         # the consent log use that address.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.include_router(tokens_router)
+    install_newsroom(app)
     install_openapi(app)
     # Images and PDFs an issue links to when they live on this server (the sample issue's).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False),
               name="static")
-
-    @app.get("/", include_in_schema=False)
-    def root() -> Response:
-        return RedirectResponse("/docs")
 
     log.info("web app on database %s, broker %s, mail %s; trusted proxies: %s",
              _scheme(settings.database_url), _scheme(settings.broker_url),

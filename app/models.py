@@ -7,6 +7,7 @@ from app.editions.models import EditionAlert, FeedItemUse
 from app.issues.models import Issue
 from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
+from app.newsroom.models import UserNewsletter, UserSession
 from app.ops.models import MetricCounter
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
@@ -30,4 +31,6 @@ __all__ = [
     "Subscription",
     "Suppression",
     "User",
+    "UserNewsletter",
+    "UserSession",
 ]

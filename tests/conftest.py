@@ -204,8 +204,8 @@ def _reset_caches() -> None:
 
 # Children before parents, so plain DELETEs never trip a foreign key.
 TABLES = ("feed_item_uses", "edition_alerts", "bounces", "messages", "deliveries", "sends",
-          "consent_events", "subscriptions", "suppressions", "subscribers", "api_tokens", "users",
-          "issues", "newsletters", "rate_counters")
+          "consent_events", "subscriptions", "suppressions", "subscribers", "api_tokens",
+          "user_sessions", "user_newsletters", "users", "issues", "newsletters", "rate_counters")
 
 
 @pytest.fixture(autouse=True)

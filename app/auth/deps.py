@@ -11,6 +11,8 @@ from app.auth.models import ApiToken
 from app.auth.service import authenticate, record_use
 from app.db import session_scope
 from app.errors import AppError
+from app.newsroom.accounts import scope_ids
+from app.newsroom.scope import check_api_request
 
 _bearer = HTTPBearer(auto_error=False, description="An editor token from `missive token create`")
 
@@ -53,6 +55,12 @@ def current_token(
         if creds is None:
             raise Unauthorized("missing bearer token")
         token = token_from_header(f"{creds.scheme} {creds.credentials}")
+    # A token of a user limited to some newsletters reaches nothing of the others.
+    if token.user_id is not None:
+        with session_scope() as session:
+            scope = scope_ids(session, token.user_id)
+            if scope is not None:
+                check_api_request(session, request, scope)
     # Viewers may read; only editors and admins change anything.
     if token.role == "viewer" and request.method not in ("GET", "HEAD", "OPTIONS"):
         raise Forbidden("this token may only read")

@@ -17,6 +17,12 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="editor")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Web sign-in (app/newsroom): an argon2 hash, or None until a password is set.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # A one-time sign-in link: the SHA-256 of its token and when it stops working.
+    sign_in_token_hash: Mapped[str | None] = mapped_column(String(64))
+    sign_in_expires_at: Mapped[datetime | None]
+    last_sign_in_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):

@@ -182,6 +182,10 @@ _UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email,
                   "the newsletter and we will take you off the list.")
 
 
+# The unsubscribe links of test copies and previews (app/sending/test_sends.py, issue preview).
+SAMPLE_TOKENS = ("test-send-sample", "preview-sample")
+
+
 def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str,
                 status_code: int = 200) -> Response:
     if view.outcome is Outcome.TEST:
@@ -194,6 +198,11 @@ def _unsub_page(request: Request, token: str, view: service.TokenView, *, state:
                         "programs' one-click unsubscribe takes the reader off the list at "
                         "once."},
         )
+    if view.outcome is Outcome.INVALID and token in SAMPLE_TOKENS:
+        return pages().TemplateResponse(request, "message.html", {
+            "newsletter": None, "title": "This is a test copy",
+            "message": "In a reader's copy of the issue, this link takes them off the list. "
+                       "Nobody was unsubscribed."})
     if view.outcome is Outcome.INVALID:
         title, message = _UNSUB_INVALID
         return pages().TemplateResponse(

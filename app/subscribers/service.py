@@ -254,3 +254,23 @@ def suppress(session: Session, address: str, reason: str, detail: str = "") -> N
 
 def is_suppressed(session: Session, key: str) -> bool:
     return bool(repo.suppression_reasons(session, [key]))
+
+
+def lift_suppression(session: Session, suppression_id: int, *, note: str, actor: Actor) -> str:
+    """Take an address off the suppression list, with the reason why in the consent log of
+    its subscriber (if it still has one). Returns the address key."""
+    note = clean_text(note, field="note", max_length=150)
+    if not note:
+        raise Invalid("Please say why the suppression is lifted.")
+    row = session.get(Suppression, suppression_id)
+    if row is None:
+        raise NotFound(f"no suppression {suppression_id}")
+    subscriber = repo.get_by_email_key(session, row.email_key)
+    if subscriber is not None:
+        repo.add_consent(session, ConsentEvent(
+            subscriber_id=subscriber.id, newsletter_id=None, action="unsuppress",
+            source=f"{actor.source} ({row.reason}): {note}"[:200], ip=actor.ip,
+            user_agent=actor.user_agent))
+    session.delete(row)
+    session.flush()
+    return row.email_key

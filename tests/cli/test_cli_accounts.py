@@ -50,7 +50,9 @@ def test_tokens_are_stored_hashed(test_env, db):
 def test_user_create_and_its_errors(test_env, client):
     result = missive("user", "create", "Editor@Example.org", "--role", "viewer", env=test_env)
     assert result.returncode == 0, result.stderr
-    headers = {"Authorization": f"Bearer {result.stdout.strip()}"}
+    assert "/admin/sign-in/" in result.stdout
+    token = result.stdout.split("API token: ")[1].strip()
+    headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/newsletters", headers=headers).status_code == 200
     assert client.post("/api/v1/newsletters", headers=headers, json={}).status_code == 403
     assert "exists already" in _one_line_error(

@@ -1,0 +1,20 @@
+"""The dashboard: /admin."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from app.db import SessionDep
+from app.newsroom import service
+from app.newsroom.deps import ViewerDep, csrf_guard
+from app.newsroom.web import render
+
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(csrf_guard)])
+
+
+@router.get("", response_class=HTMLResponse)
+def dashboard(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLResponse:
+    return render(request, "dashboard.html", {
+        "title": "Dashboard", "board": service.dashboard(session, viewer.scope),
+    })

@@ -1,0 +1,124 @@
+"""Subscribers in the newsroom: find, page, add, edit, unsubscribe, import with errors, export."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from tests.newsroom.conftest import csrf_of
+
+
+def _readers(db, newsletter, n: int, prefix: str = "reader") -> list[int]:
+    from app.subscribers.models import Subscriber, Subscription
+
+    ids = []
+    for i in range(n):
+        s = Subscriber(email=f"{prefix}{i}@example.org", email_key=f"{prefix}{i}@example.org",
+                       name=f"Reader {i}")
+        db.add(s)
+        db.flush()
+        db.add(Subscription(subscriber_id=s.id, newsletter_id=newsletter.id, status="active"))
+        ids.append(s.id)
+    db.commit()
+    return ids
+
+
+def test_search_filters_and_pages(signed_in, newsletter, db):
+    _readers(db, newsletter, 60)
+    editor = signed_in("editor")
+    first = editor.get("/admin/subscribers")
+    assert first.status_code == 200
+    assert len(re.findall(r'href="/admin/subscribers/\d+"', first.text)) == 50
+    cursor = html.unescape(re.search(r'cursor=([^"&]+)"', first.text).group(1))
+    second = editor.get(f"/admin/subscribers?cursor={cursor}")
+    assert "reader59@example.org" in second.text and "reader0@example.org" not in second.text
+    found = editor.get("/admin/subscribers?q=reader42")
+    assert "reader42@example.org" in found.text and "reader41@example.org" not in found.text
+    none = editor.get("/admin/subscribers?status=unsubscribed")
+    assert "No subscriber matches" in none.text
+    assert editor.get("/admin/subscribers?status=bogus").status_code == 422
+
+
+def test_add_edit_unsubscribe(signed_in, newsletter, db):
+    from sqlalchemy import select
+
+    from app.subscribers.models import ConsentEvent, Subscriber
+
+    editor = signed_in("editor")
+    page = editor.get("/admin/subscribers/new")
+    token = csrf_of(page.text)
+    r = editor.post("/admin/subscribers/new", data={"csrf_token": token, "email": "not-an-address",
+                                                    "newsletter": "alliance-digest"})
+    assert r.status_code == 422 and 'aria-describedby="e-email"' in r.text
+    r = editor.post("/admin/subscribers/new", data={
+        "csrf_token": token, "email": "New@Example.org", "name": "New Reader",
+        "newsletter": "alliance-digest", "status": "active"}, follow_redirects=False)
+    assert r.status_code == 303
+    subscriber = db.scalars(select(Subscriber).where(Subscriber.email_key == "new@example.org")
+                            ).one()
+    page = editor.get(r.headers["location"])
+    assert "Subscriber added." in page.text and "New Reader" in page.text
+    r = editor.post(f"/admin/subscribers/{subscriber.id}", data={
+        "csrf_token": token, "email": "new@example.org", "name": "Renamed"},
+        follow_redirects=False)
+    assert r.status_code == 303
+    r = editor.post(f"/admin/subscribers/{subscriber.id}/unsubscribe", data={
+        "csrf_token": token, "newsletter": "alliance-digest"}, follow_redirects=False)
+    assert r.status_code == 303
+    db.expire_all()
+    subscriber = db.get(Subscriber, subscriber.id)
+    assert subscriber.name == "Renamed"
+    assert subscriber.subscriptions[0].status == "unsubscribed"
+    actions = db.scalars(select(ConsentEvent.action).where(
+        ConsentEvent.subscriber_id == subscriber.id)).all()
+    assert "unsubscribe" in actions
+    page = editor.get(f"/admin/subscribers/{subscriber.id}")
+    assert "Consent log" in page.text and "web:editor" in page.text
+
+
+def test_csv_import_reports_the_bad_line_and_export(signed_in, newsletter, db):
+    editor = signed_in("editor")
+    token = csrf_of(editor.get("/admin/subscribers").text)
+    csv_body = b"email,name,city\nann@example.org,Ann,Oslo\nnot an address,Bob,Rome\n" \
+               b"cy@example.org,Cy,Lima\n"
+    r = editor.post("/admin/subscribers/import", data={
+        "csrf_token": token, "newsletter": "alliance-digest"},
+        files={"file": ("readers.csv", csv_body, "text/csv")})
+    assert r.status_code == 200
+    report = r.text[r.text.index('id="import-report"'):]
+    assert "2 created" in report and "1 line with errors" in report
+    assert re.search(r"<td>3</td><td>[^<]*invalid email", report)
+    export = editor.get("/admin/subscribers/export?newsletter=alliance-digest")
+    assert export.status_code == 200 and "attachment" in export.headers["content-disposition"]
+    assert "ann@example.org" in export.text and "cy@example.org" in export.text
+
+
+def test_scope_and_roles(signed_in, newsletter, other_newsletter, db):
+    from app.subscribers.models import Subscriber
+
+    [mine] = _readers(db, other_newsletter, 1, "notes")
+    [theirs] = _readers(db, newsletter, 1, "digest")
+    limited = signed_in("editor", newsletters=("river-notes",))
+    listing = limited.get("/admin/subscribers")
+    assert "notes0@example.org" in listing.text and "digest0@example.org" not in listing.text
+    assert limited.get("/admin/subscribers?newsletter=alliance-digest").status_code == 404
+    assert limited.get(f"/admin/subscribers/{theirs}").status_code == 404
+    assert limited.get(f"/admin/subscribers/{mine}").status_code == 200
+    assert limited.get("/admin/subscribers/export").status_code == 422
+    assert limited.get("/admin/subscribers/export?newsletter=alliance-digest").status_code == 404
+    token = csrf_of(listing.text)
+    r = limited.post(f"/admin/subscribers/{theirs}/unsubscribe",
+                     data={"csrf_token": token, "newsletter": "alliance-digest"})
+    assert r.status_code == 404
+    r = limited.post("/admin/subscribers/import", data={
+        "csrf_token": token, "newsletter": "alliance-digest"},
+        files={"file": ("x.csv", b"email\nz@example.org\n", "text/csv")})
+    assert r.status_code == 404
+    viewer = signed_in("viewer")
+    page = viewer.get(f"/admin/subscribers/{theirs}")
+    assert page.status_code == 200 and "Unsubscribe from" not in page.text
+    r = viewer.post(f"/admin/subscribers/{theirs}/unsubscribe",
+                    data={"csrf_token": csrf_of(page.text), "newsletter": "alliance-digest"})
+    assert r.status_code == 403
+    db.expire_all()
+    assert db.get(Subscriber, theirs).subscriptions[0].status == "active"
