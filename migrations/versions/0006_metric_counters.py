@@ -1,6 +1,6 @@
 """metric counters (the /metrics totals when Redis is not configured)
 
-Revision ID: 0005_metric_counters
+Revision ID: 0006_metric_counters
 Revises: 0005_claim_token
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005_metric_counters'
+revision: str = '0006_metric_counters'
 down_revision: str | None = '0005_claim_token'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,6 +1,6 @@
 """hardening: revocable issue preview links
 
-Revision ID: 0005_hardening
+Revision ID: 0007_hardening
 Revises: 0006_metric_counters
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005_hardening'
+revision: str = '0007_hardening'
 down_revision: str | None = '0006_metric_counters'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """messages: transactional mails (confirmation, welcome, test copies), for bounce matching
 
-Revision ID: 0005_messages
-Revises: 0005_hardening
+Revision ID: 0008_messages
+Revises: 0007_hardening
 Create Date: 2026-11-30 10:40:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import app.db
 
 
-revision: str = '0005_messages'
-down_revision: str | None = '0005_hardening'
+revision: str = '0008_messages'
+down_revision: str | None = '0007_hardening'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

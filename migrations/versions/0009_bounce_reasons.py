@@ -1,7 +1,7 @@
 """bounce reasons: why each bounce happened, in the fixed vocabulary of app.bounces.reasons
 
-Revision ID: 0005_bounce_reasons
-Revises: 0005_messages
+Revision ID: 0009_bounce_reasons
+Revises: 0008_messages
 Create Date: 2026-11-30 10:50:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005_bounce_reasons'
-down_revision: str | None = '0005_messages'
+revision: str = '0009_bounce_reasons'
+down_revision: str | None = '0008_messages'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

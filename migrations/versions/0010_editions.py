@@ -1,7 +1,7 @@
 """editions: newsletter feeds, feed items used, editor alerts
 
-Revision ID: 0005_editions
-Revises: 0005_bounce_reasons
+Revision ID: 0010_editions
+Revises: 0009_bounce_reasons
 Create Date: 2026-11-30 10:45:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import app.db
 
 
-revision: str = '0005_editions'
-down_revision: str | None = '0005_bounce_reasons'
+revision: str = '0010_editions'
+down_revision: str | None = '0009_bounce_reasons'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

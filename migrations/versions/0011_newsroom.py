@@ -1,7 +1,7 @@
 """newsroom: passwords, web sessions and newsletter scopes for users
 
-Revision ID: 0005_newsroom
-Revises: 0005_editions
+Revision ID: 0011_newsroom
+Revises: 0010_editions
 Create Date: 2026-11-30 10:40:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import app.db
 
-revision: str = '0005_newsroom'
-down_revision: str | None = '0005_editions'
+revision: str = '0011_newsroom'
+down_revision: str | None = '0010_editions'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
