@@ -130,7 +130,7 @@ class Workers:
             self.logs.append(log)
             # Both of its Celery workers (bulk, transactional) say "ready.".
             wait_until(lambda log=log, proc=proc: log.read_bytes().count(b" ready.") >= 2
-                       or proc.poll() is not None, timeout=60, what="a worker to start")
+                       or proc.poll() is not None, timeout=90, what="a worker to start")
             assert proc.poll() is None, log.read_text()[-3000:]
 
     def kill9(self) -> None:
