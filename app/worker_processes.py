@@ -29,12 +29,11 @@ from app.config import get_settings
 from app.queue import BULK_QUEUE, TRANSACTIONAL_QUEUE
 
 TRANSACTIONAL_THREADS = 4
-STARTUP_SECONDS = 60  # the most to wait for one worker's "ready." before starting the next
 
 
 def commands(concurrency: int, transactional_threads: int = TRANSACTIONAL_THREADS
              ) -> list[list[str]]:
-    """The two Celery worker command lines: transactional first, then bulk."""
+    """The two Celery worker command lines: transactional, bulk."""
     settings = get_settings()
     # In JSON mode every line must be JSON: no startup banner then.
     quiet = ["--quiet"] if settings.log_format == "json" else []
@@ -60,20 +59,18 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _relay(stream: IO[bytes], ready: threading.Event) -> None:
+def _relay(stream: IO[bytes]) -> None:
     out = sys.stdout.buffer
     for line in iter(stream.readline, b""):
         out.write(line)
         out.flush()
-        if not ready.is_set() and b" ready." in line:
-            ready.set()
-    ready.set()  # the child ended: nobody should wait for it any longer
 
 
 def run(concurrency: int, transactional_threads: int = TRANSACTIONAL_THREADS) -> int:
     """Run both workers until a signal stops them or one of them dies; the exit code."""
     procs: list[subprocess.Popen[bytes]] = []
     stopping = threading.Event()
+
     def forward(signum: int, _frame: Any) -> None:
         stopping.set()
         if signum == signal.SIGINT:
@@ -84,20 +81,13 @@ def run(concurrency: int, transactional_threads: int = TRANSACTIONAL_THREADS) ->
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    # One after the other, bulk first: two interpreters importing at once on a busy machine
-    # double the time before either serves, and the bulk one is what a send waits for.
-    for argv in reversed(commands(concurrency, transactional_threads)):
-        if stopping.is_set():
-            break
+    # Both at once: on two free cores that halves the time until both serve.
+    for argv in commands(concurrency, transactional_threads):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent)  # noqa: PLW1509
         assert proc.stdout is not None
-        ready = threading.Event()
-        threading.Thread(target=_relay, args=(proc.stdout, ready), daemon=True).start()
+        threading.Thread(target=_relay, args=(proc.stdout,), daemon=True).start()
         procs.append(proc)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not (ready.wait(0.2) or stopping.is_set() or time.monotonic() > deadline):
-            pass
     if stopping.is_set():
         forward(signal.SIGTERM, None)  # a child started after the signal came
 

@@ -293,7 +293,7 @@ class WorkerProcess:
             [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
             env={**os.environ, **env}, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         # `missive worker` runs two Celery workers (bulk, transactional): both say "ready.".
         while log.read_bytes().count(b" ready.") < 2:
             if self.proc.poll() is not None or time.monotonic() > deadline:
