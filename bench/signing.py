@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/signing.py [-n 2000]
 
-Signs personalised ~30 KB copies of the sample issue with a fresh RSA-2048 key (and with an
-Ed25519 key as a second signature), and prints the median and mean CPU time per message.
-Needs nothing but the virtualenv.
+Signs personalised copies of bench/render.py's ~30 KB issue with a fresh RSA-2048 key (and
+with an Ed25519 key as a second signature), and prints the median and mean CPU time per
+message. Needs nothing but the virtualenv.
 """
 
 from __future__ import annotations
