@@ -203,7 +203,8 @@ def _reset_caches() -> None:
 
 
 # Children before parents, so plain DELETEs never trip a foreign key.
-TABLES = ("feed_item_uses", "edition_alerts", "bounces", "deliveries", "sends", "consent_events", "subscriptions", "suppressions",
+TABLES = ("feed_item_uses", "edition_alerts",
+          "bounces", "deliveries", "sends", "consent_events", "subscriptions", "suppressions",
           "subscribers", "api_tokens", "users", "issues", "newsletters", "rate_counters")
 
 
