@@ -23,13 +23,12 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-import weasyprint
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
-from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from app import fetcher
 from app.config import get_settings
@@ -63,36 +62,48 @@ def print_env() -> Environment:
     )
 
 
-class GuardedImages(URLFetcher):  # type: ignore[misc]
-    """WeasyPrint's fetcher, narrowed: this server's /static files from disk, other http(s)
-    images through the guarded fetcher, at most MAX_IMAGES within a time budget; else nothing
-    (WeasyPrint leaves the image out and keeps going)."""
+@lru_cache
+def _guarded_images_class() -> type[Any]:
+    # WeasyPrint takes seconds to import: only the processes that print pay for it.
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__(timeout=IMAGE_SECONDS, allowed_protocols=("http", "https"),
-                         allow_redirects=False, fail_on_errors=False)
-        self.static_prefix = base_url.rstrip("/") + "/static/"
-        self.fetched = 0
-        self.deadline = time.monotonic() + IMAGES_BUDGET_SECONDS
+    class GuardedImages(URLFetcher):  # type: ignore[misc]
+        """WeasyPrint's fetcher, narrowed: this server's /static files from disk, other
+        http(s) images through the guarded fetcher, at most MAX_IMAGES within a time budget;
+        else nothing (WeasyPrint leaves the image out and keeps going)."""
 
-    def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
-        if url.startswith(self.static_prefix):
-            return self._static(url)
-        self.fetched += 1
-        left = self.deadline - time.monotonic()
-        if self.fetched > MAX_IMAGES or left <= 0:
-            raise ValueError(f"image budget spent, {url} left out")
-        got = fetcher.fetch(url, accept="image/*", max_bytes=IMAGE_BYTES,
-                            timeout=min(IMAGE_SECONDS, left))
-        return URLFetcherResponse(got.url, body=got.body,
-                                  headers={"Content-Type": got.content_type})
+        def __init__(self, base_url: str) -> None:
+            super().__init__(timeout=IMAGE_SECONDS, allowed_protocols=("http", "https"),
+                             allow_redirects=False, fail_on_errors=False)
+            self.static_prefix = base_url.rstrip("/") + "/static/"
+            self.fetched = 0
+            self.deadline = time.monotonic() + IMAGES_BUDGET_SECONDS
 
-    def _static(self, url: str) -> URLFetcherResponse:
-        relative = url[len(self.static_prefix):].split("?", 1)[0].split("#", 1)[0]
-        path = (STATIC_DIR / relative).resolve()
-        if not path.is_relative_to(STATIC_DIR) or not path.is_file():
-            raise ValueError(f"no static file {relative!r}")
-        return URLFetcherResponse(url, body=path.read_bytes())
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if url.startswith(self.static_prefix):
+                return self._static(url)
+            self.fetched += 1
+            left = self.deadline - time.monotonic()
+            if self.fetched > MAX_IMAGES or left <= 0:
+                raise ValueError(f"image budget spent, {url} left out")
+            got = fetcher.fetch(url, accept="image/*", max_bytes=IMAGE_BYTES,
+                                timeout=min(IMAGE_SECONDS, left))
+            return URLFetcherResponse(got.url, body=got.body,
+                                      headers={"Content-Type": got.content_type})
+
+        def _static(self, url: str) -> Any:
+            relative = url[len(self.static_prefix):].split("?", 1)[0].split("#", 1)[0]
+            path = (STATIC_DIR / relative).resolve()
+            if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+                raise ValueError(f"no static file {relative!r}")
+            return URLFetcherResponse(url, body=path.read_bytes())
+
+    return GuardedImages
+
+
+def guarded_images(base_url: str) -> Any:
+    """A WeasyPrint URL fetcher that fetches images only as Missive allows."""
+    return _guarded_images_class()(base_url)
 
 
 def _context(content: IssueContent, newsletter: NewsletterInfo, *, base_url: str,
@@ -151,8 +162,10 @@ def render_pdf(content: IssueContent, newsletter: NewsletterInfo, *, base_url: s
     """The PDF edition of an issue. Slow (a second or more) and blocking."""
     html = print_html(content, newsletter, base_url=base_url, date=date, page_size=page_size,
                       own_url=own_url)
+    import weasyprint
+
     document = weasyprint.HTML(string=_breakable(html), base_url=base_url,
-                               url_fetcher=GuardedImages(base_url))
+                               url_fetcher=guarded_images(base_url))
     pdf = document.write_pdf(pdf_tags=True, pdf_variant="pdf/ua-1", custom_metadata=False)
     assert isinstance(pdf, bytes)
     return pdf
@@ -168,7 +181,7 @@ def cache_key(content: IssueContent, newsletter: NewsletterInfo, *, base_url: st
               date: datetime, page_size: PageSize, own_url: str | None) -> str:
     """A hash of everything the PDF is made from."""
     material = json.dumps({
-        "v": PRINT_VERSION, "weasyprint": weasyprint.__version__,
+        "v": PRINT_VERSION, "weasyprint": version("weasyprint"),
         "content": content.model_dump(mode="json"), "newsletter": asdict(newsletter),
         "base_url": base_url, "date": date.date().isoformat(), "size": page_size,
         "own_url": own_url,
