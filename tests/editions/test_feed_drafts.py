@@ -69,7 +69,7 @@ def test_rss_draft_has_the_right_stories_in_order(client, auth, newsletter, feed
     assert issue["stories"][0]["body"] == "- one lab\n- two cities"
     assert issue["hero_image"] == {"url": f"{SITE}/img/lab.jpg",
                                    "alt": "Eastfield & Millbrook share a lab",
-                                   "credit": "Photo: Ana Ruiz"}
+                                   "credit": "Photo: Ana Ruiz", "width": None, "height": None}
     assert "4 new items" in issue["detail"]
     assert _counts(db)[1] >= 4
     # The draft renders as any issue does.

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from app.config import get_settings
 from tests.bounces.test_bounce_webhook_routes import MAILGUN_KEY, _mailgun
@@ -73,7 +74,7 @@ def test_cli_refuses_with_one_line(test_env):
 
 
 def test_webhook_address(client, newsletter, monkeypatch):
-    monkeypatch.setattr(get_settings(), "mailgun_signing_key", MAILGUN_KEY)
+    monkeypatch.setattr(get_settings(), "mailgun_signing_key", SecretStr(MAILGUN_KEY))
     event = {"event": "failed", "severity": "permanent", "recipient": "a\x00@example.org",
              "timestamp": time.time(), "message": {"headers": {"message-id": "x@example.org"}}}
     r = client.post("/webhooks/mailgun", content=_mailgun(event),
