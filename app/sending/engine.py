@@ -384,12 +384,15 @@ class Drainer:
                 return False
             state = self._state()
             if state is None or state.status != "running":
+                self.stats.stopped_because = state.status if state else "missing"
                 return False
             if _seconds_until(state.throttle_until) > 0:
                 log.info("send %s: throttled until %s", self.send_id, state.throttle_until)
                 return True
             part = rows[start:start + window]
-            if not throughput.acquire(len(part), stop=self.stop.is_set):
+            gone, built = self._build(part, prebuilt)
+            # Acquired just before the fence and the send, so the cap holds at the server.
+            if not throughput.acquire(len(built), stop=self.stop.is_set):
                 self.stats.stopped_because = "worker stopping"
                 return False
             # The heartbeat should keep half a lease ahead; if it fell behind, renew now, so no
@@ -399,7 +402,7 @@ class Drainer:
                             "left to others", self.send_id, len(rows) - start)
                 self.stats.lost += len(rows) - start
                 return True
-            outgoing = self._prepare(part, prebuilt, claim)
+            outgoing = self._fence(gone, built, claim)
             if not outgoing:
                 continue
             outcomes = self.sender.send_many(outgoing)
@@ -407,10 +410,9 @@ class Drainer:
             self.stats.windows += 1
         return True
 
-    def _prepare(self, part: list[ledger.ClaimedRow], prebuilt: messages.Prebuilt,
-                 claim: _Claim) -> list[Outgoing]:
-        """Re-check each reader, skip those who left, build the others' copies and fence them:
-        only the rows the fence returns are mailed."""
+    def _build(self, part: list[ledger.ClaimedRow], prebuilt: messages.Prebuilt
+               ) -> tuple[list[int], list[Outgoing]]:
+        """Re-check each reader: (rows whose reader left, the others' copies, built)."""
         ids = [r.id for r in part]
         with self.sessions() as session:
             readers = ledger.readers(session, ids)
@@ -420,6 +422,11 @@ class Drainer:
                               email_key=r.email_key, subscription_id=r.subscription_id)
             for r in readers if r.eligible
         ]
+        return gone, built
+
+    def _fence(self, gone: list[int], built: list[Outgoing], claim: _Claim) -> list[Outgoing]:
+        """Skip the rows whose reader left and fence the others: only the rows the fence
+        returns are mailed."""
         with self._ledger_lock, self.sessions.begin() as session:
             self.stats.skipped += ledger.skip(session, ids=gone, token=claim.token,
                                               reason=SKIP_REASON)
