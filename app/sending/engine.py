@@ -392,12 +392,15 @@ class Drainer:
                 return False
             state = self._state()
             if state is None or state.status != "running":
+                self.stats.stopped_because = state.status if state else "missing"
                 return False
             if _seconds_until(state.throttle_until) > 0:
                 log.info("send %s: throttled until %s", self.send_id, state.throttle_until)
                 return True
             part = rows[start:start + window]
-            if not throughput.acquire(len(part), stop=self.stop.is_set):
+            gone, built, broken = self._build(part, prebuilt)
+            # Acquired just before the fence and the send, so the cap holds at the server.
+            if not throughput.acquire(len(built), stop=self.stop.is_set):
                 self.stats.stopped_because = "worker stopping"
                 return False
             # The heartbeat should keep half a lease ahead; if it fell behind, renew now, so no
@@ -407,7 +410,7 @@ class Drainer:
                             "left to others", self.send_id, len(rows) - start)
                 self.stats.lost += len(rows) - start
                 return True
-            outgoing, broken = self._prepare(part, prebuilt, claim)
+            outgoing, broken = self._fence(gone, built, broken, claim)
             if broken:
                 self._record(broken, part, claim)
             if not outgoing:
@@ -417,11 +420,10 @@ class Drainer:
             self.stats.windows += 1
         return True
 
-    def _prepare(self, part: list[ledger.ClaimedRow], prebuilt: messages.Prebuilt,
-                 claim: _Claim) -> tuple[list[Outgoing], list[Outcome]]:
-        """Re-check each reader, skip those who left, build the others' copies and fence them:
-        only the rows the fence returns are mailed. A copy that cannot be built is a failed
-        outcome with the reason (fenced too, so only a row this worker holds is recorded)."""
+    def _build(self, part: list[ledger.ClaimedRow], prebuilt: messages.Prebuilt
+               ) -> tuple[list[int], list[Outgoing], list[Outcome]]:
+        """Re-check each reader: (rows whose reader left, the others' copies, and a failed
+        outcome with the reason for each copy that cannot be built)."""
         ids = [r.id for r in part]
         with self.sessions() as session:
             readers = ledger.readers(session, ids)
@@ -438,6 +440,12 @@ class Drainer:
             except Exception as exc:  # noqa: BLE001  (any: this row fails, the rest go on)
                 log.warning("delivery %s: the message cannot be built: %s", r.delivery_id, exc)
                 broken.append(_unbuildable(r.delivery_id, exc))
+        return gone, built, broken
+
+    def _fence(self, gone: list[int], built: list[Outgoing], broken: list[Outcome],
+               claim: _Claim) -> tuple[list[Outgoing], list[Outcome]]:
+        """Skip the rows whose reader left and fence the others: only the rows the fence
+        returns are mailed, or recorded as unbuildable."""
         with self._ledger_lock, self.sessions.begin() as session:
             self.stats.skipped += ledger.skip(session, ids=gone, token=claim.token,
                                               reason=SKIP_REASON)

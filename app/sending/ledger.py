@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.db import UTCDateTime
-from app.sending.models import Delivery
+from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription, Suppression
 
 UNKNOWN_AFTER_LOSS = "worker lost its claim during the SMTP exchange; outcome unknown"
@@ -147,15 +147,24 @@ def renew(session: Session, *, send_id: int, token: int, lease_seconds: float) -
     ))
 
 
+def _unclaimed() -> dict[str, Any]:
+    """What a claimed row that was never started becomes when handed back: pending again, or
+    skipped if its send was cancelled meanwhile (a cancel skips only the rows pending then)."""
+    cancelled = select(Send.status).where(Send.id == Delivery.send_id).scalar_subquery() \
+        == "cancelled"
+    return {"status": case((cancelled, "skipped"), else_="pending"),
+            "smtp_reply": case((cancelled, "send cancelled"), else_=Delivery.smtp_reply),
+            "claimed_by": None, "claim_token": None, "lease_until": None}
+
+
 def release(session: Session, *, send_id: int, token: int) -> int:
-    """Hand back the rows of this claim that were not started: pending again, the attempt not
-    counted. Returns how many."""
+    """Hand back the rows of this claim that were not started (pending again, the attempt not
+    counted). Returns how many."""
     return _rowcount(session.execute(
         update(Delivery)
         .where(Delivery.send_id == send_id, Delivery.status == "claimed",
                Delivery.claim_token == token, Delivery.started_at.is_(None))
-        .values(status="pending", claimed_by=None, claim_token=None, lease_until=None,
-                attempts=Delivery.attempts - 1)
+        .values(**_unclaimed(), attempts=Delivery.attempts - 1)
         .execution_options(synchronize_session=False)
     ))
 
@@ -179,7 +188,7 @@ def recover(session: Session, send_id: int | None = None) -> tuple[int, int]:
     pending = _rowcount(session.execute(
         update(Delivery)
         .where(expired, Delivery.started_at.is_(None))
-        .values(status="pending", claimed_by=None, claim_token=None, lease_until=None)
+        .values(**_unclaimed())
         .execution_options(synchronize_session=False)
     ))
     return pending, unknown
