@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -23,7 +24,9 @@ router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depen
 NOTICES = {"saved": "Saved.", "revoked": "Token revoked.", "deleted": "User removed.",
            "created": "Newsletter created."}
 NEWSLETTER_FIELDS = ("name", "description", "from_name", "from_email", "reply_to", "footer",
-                     "postal_address", "cadence", "cadence_anchor")
+                     "postal_address", "cadence", "cadence_anchor", "feed_url", "feed_drafts",
+                     "feed_draft_hours_before")
+_ADDRESS_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 # --- users and tokens -------------------------------------------------------------------------
@@ -151,6 +154,11 @@ async def _newsletter_form(request: Request) -> dict[str, Any]:
             values[name] = value
     if "reply_to" in values and not values["reply_to"].strip():
         values["reply_to"] = None
+    if not values.get("feed_draft_hours_before", "x").strip():
+        del values["feed_draft_hours_before"]  # left empty: keep it as it is (or the default)
+    emails = form.get("editor_emails")
+    if isinstance(emails, str):
+        values["editor_emails"] = [a for a in _ADDRESS_SEPARATORS.split(emails) if a]
     if "cadence_anchor" in values:
         anchor = values["cadence_anchor"].strip()
         values["cadence_anchor"] = (anchor + ":00+00:00" if len(anchor) == 16 else anchor

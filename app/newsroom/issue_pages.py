@@ -38,6 +38,10 @@ NOTICES = {
     "imported": "Issue imported as a draft.",
     "test": "Test copies are on their way.",
     "deleted": "Draft deleted.",
+    "feed": "Draft made from the feed: read each story before sending.",
+    "feed-more": "Draft made from the feed: read each story before sending. Some new items "
+                 "did not fit (an issue holds a limited number of stories); the next draft "
+                 "from the feed can take them.",
 }
 
 
@@ -72,17 +76,26 @@ def list_issues(
     before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     notice: str | None = None,
 ) -> HTMLResponse:
+    return issues_page(request, session, viewer, newsletter=newsletter, status=status,
+                       before=before, notice_text=NOTICES.get(notice or ""))
+
+
+def issues_page(request: Request, session: SessionDep, viewer: Viewer, *, newsletter: str = "",
+                status: str = "", before: int | None = None, notice_text: str | None = None,
+                extra: dict[str, Any] | None = None, status_code: int = 200) -> HTMLResponse:
+    """The issues list (also shown again with the answer of a draft from the feed)."""
     chosen = _newsletter(session, viewer, newsletter) if newsletter else None
     rows, more = queries.issue_page(session, viewer.scope,
                                     newsletter_id=chosen.id if chosen else None,
                                     status=status or None, before_id=before, limit=PAGE)
+    visible = queries.newsletters(session, viewer.scope)
     return render(request, "issues.html", {
         "title": "Issues", "issues": rows, "next_before": more, "status": status,
-        "statuses": ISSUE_STATUSES, "newsletter": newsletter,
-        "newsletters": queries.newsletters(session, viewer.scope),
+        "statuses": ISSUE_STATUSES, "newsletter": newsletter, "newsletters": visible,
+        "feeds": [n for n in visible if n.feed_url and (chosen is None or n.id == chosen.id)],
         "sends": {i.id: queries.send_of_issue(session, i.id) for i in rows},
-        "notice_text": NOTICES.get(notice or ""),
-    })
+        "notice_text": notice_text, **(extra or {}),
+    }, status_code=status_code)
 
 
 # --- composing --------------------------------------------------------------------------------
@@ -103,6 +116,7 @@ def _compose_page(request: Request, session: SessionDep, viewer: Viewer, form: f
         context["send"] = queries.send_of_issue(session, issue.id)
         context["readers"] = queries.audience_count(session, issue.newsletter_id)
         context["next_slot"] = _next_slot(issue.newsletter)
+        context["pdf_url"] = issues.pdf_url(issue) if issue.status == "sent" else None
     return render(request, "compose.html", context, status_code=status_code)
 
 
@@ -191,7 +205,7 @@ def import_issue(request: Request, viewer: EditorDep, session: SessionDep,
         return render(request, "issues.html", {
             "title": "Issues", "issues": rows, "next_before": more, "status": "",
             "statuses": ISSUE_STATUSES, "newsletter": "",
-            "newsletters": queries.newsletters(session, viewer.scope),
+            "newsletters": queries.newsletters(session, viewer.scope), "feeds": [],
             "sends": {i.id: queries.send_of_issue(session, i.id) for i in rows},
             "import_problems": problems,
         }, status_code=422 if exc.status_code < 500 else 400)

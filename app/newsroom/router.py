@@ -16,6 +16,7 @@ from app.newsroom import (
     auth_pages,
     bounce_pages,
     dashboard_pages,
+    edition_pages,
     issue_pages,
     send_pages,
     subscriber_pages,
@@ -29,7 +30,8 @@ DOCS_ASSETS = "/docs-assets"
 
 # Every router of the newsroom (tests walk them to check each form's CSRF guard).
 ROUTERS = (auth_pages.router, dashboard_pages.router, issue_pages.router, send_pages.router,
-           subscriber_pages.router, admin_pages.router, bounce_pages.router)
+           subscriber_pages.router, admin_pages.router, bounce_pages.router,
+           edition_pages.router)
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
