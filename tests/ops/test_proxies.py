@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from app.subscribers.models import ConsentEvent
+from tests.conftest import wait_until
 
 
 def _sign_ups(server, count: int) -> list[int]:
@@ -18,6 +19,11 @@ def _sign_ups(server, count: int) -> list[int]:
                        headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
         codes.append(r.status_code)
     return codes
+
+
+def _consent_ips(db) -> set[str | None]:
+    db.rollback()  # a fresh snapshot: the server commits in its own process
+    return set(db.scalars(select(ConsentEvent.ip)))
 
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(serve, newsletter, db):
@@ -31,8 +37,9 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(serve, newsletter, db):
 def test_forwarded_for_is_believed_from_a_trusted_proxy(serve, newsletter, db):
     server = serve(MISSIVE_SIGNUP_IP_PER_MINUTE="2", MISSIVE_TRUSTED_PROXIES="127.0.0.0/8")
     assert _sign_ups(server, 3) == [202, 202, 202]
-    ips = set(db.scalars(select(ConsentEvent.ip)))
-    assert ips == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+    # A sign-up is stored after its answer (the same time for a known and a new address).
+    wait_until(lambda: len(_consent_ips(db)) == 3, timeout=15, what="three sign-ups stored")
+    assert _consent_ips(db) == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
 
 
 def test_a_bad_trusted_proxies_setting_is_refused():
