@@ -731,8 +731,10 @@ def test_postmark_missing_or_wrong_credentials_are_refused(headers):
 
 @pytest.mark.parametrize("unset", ["postmark_user", "postmark_password"])
 def test_postmark_refused_while_credentials_are_unset(monkeypatch, unset):
-    monkeypatch.setattr(get_settings(), unset, "")
-    headers = basic(get_settings().postmark_user, get_settings().postmark_password)
+    monkeypatch.setattr(get_settings(), unset,
+                        SecretStr("") if unset == "postmark_password" else "")
+    headers = basic(get_settings().postmark_user,
+                    get_settings().postmark_password.get_secret_value())
     with pytest.raises(WebhookRefused, match="not configured"):
         webhooks.postmark_events(json.dumps(POSTMARK_BOUNCE).encode(), headers)
 
