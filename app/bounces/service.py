@@ -15,6 +15,13 @@ Every event carries a reason (app.bounces.reasons) and the kind that follows fro
   mesgtoobig): nobody is punished; the event is kept and shown to the editor, and
   `bounce_refusal_burst` of them within `bounce_refusal_window_minutes` pause the running send;
 - delayed, and ignored (vacation, delivered): not bounces, not recorded.
+
+Dependencies point one way. Readers are reached through `app.subscribers` (the unsubscribe
+of a `mailto:` request, the one suppression rule), never through `app.signup`. Sending sits
+above this module: the engine hands its SMTP refusals here and the send report reads the
+counts here, so this module may use only sending's tables (`app.sending.models`, pausing a
+send with `Send.pause`) and never imports the sending service or engine.
+tests/test_dependencies.py holds both rules.
 """
 
 from __future__ import annotations
@@ -40,9 +47,9 @@ from app.mail import verp
 from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
-from app.signup.service import Outcome, unsubscribe, unsubscribe_token_for
-from app.subscribers.models import Subscriber, Subscription, Suppression
-from app.subscribers.service import Actor, set_status
+from app.subscribers.models import Subscriber, Subscription
+from app.subscribers.service import Actor, set_status, suppress_key
+from app.subscribers.unsubscribe import Outcome, unsubscribe, unsubscribe_token_for
 
 log = logging.getLogger("missive.bounces")
 
@@ -190,7 +197,7 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
     if event.kind == "hard":
         action = "suppressed" if email_key else "none"
         if email_key:
-            _suppress(session, email_key, "bounced",
+            suppress_key(session, email_key, "bounced",
                       f"{event.status or ''} {event.diagnostic}".strip()[:500])
         _mark_delivery(session, delivery, "bounced")
     elif event.kind == "soft":
@@ -204,7 +211,7 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
                     BounceRecord.email_key == email_key, BounceRecord.kind == "soft",
                     BounceRecord.occurred_at >= since)) or 0
             if count >= settings.bounce_soft_limit:
-                _suppress(session, email_key, "bounced",
+                suppress_key(session, email_key, "bounced",
                           f"{count} soft bounces within {settings.bounce_soft_days} days")
                 action = "suppressed"
     elif event.kind == "complaint":
@@ -216,7 +223,7 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
                     Subscription.status != "unsubscribed")):
                 set_status(session, subscriber, sub.newsletter, "unsubscribed", actor)
         if email_key:
-            _suppress(session, email_key, "complained", f"complaint via {event.source}")
+            suppress_key(session, email_key, "complained", f"complaint via {event.source}")
         if delivery is not None:
             session.flush()
             _check_complaint_rate(session, delivery.send_id)
@@ -248,16 +255,12 @@ def _pause_on_refusal_burst(session: Session, send_id: int) -> bool:
     send = session.get(Send, send_id)
     if send is None or send.status != "running":
         return False
-    # Imported here: app.sending.service imports this module for its counts (the lead moves
-    # shared rules below both packages).
-    from app.sending.service import pause
-
     reason_counts = counts_by_reason(session, send_id, kind="policy")
     worst = ", ".join(f"{n} {r}" for r, n in sorted(reason_counts.items(), key=lambda x: -x[1]))
-    pause(session, send_id, reason=(
+    send.pause(
         f"paused: receiving servers refused the sender {refusals} times within "
         f"{settings.bounce_refusal_window_minutes} minutes ({worst}); check the bounces of "
-        f"this send, then resume"))
+        f"this send, then resume")
     log.error("send %s paused after %s refusals of the sender", send_id, refusals)
     return True
 
@@ -277,17 +280,6 @@ def _message_recorded(session: Session, message: OutboundMessage, kind: str) -> 
 def _mark_delivery(session: Session, delivery: Delivery | None, status: str) -> None:
     if delivery is not None and delivery.status in ("sent", "unknown"):
         delivery.status = status
-
-
-def _suppress(session: Session, email_key: str, reason: str, detail: str) -> None:
-    existing = session.scalars(select(Suppression).where(Suppression.email_key == email_key)
-                               ).first()
-    if existing is None:
-        session.add(Suppression(email_key=email_key, reason=reason, detail=detail))
-    elif reason == "complained" and existing.reason != "complained":
-        # A complaint outranks a bounce: it says never again, whatever happens to the mailbox.
-        existing.reason, existing.detail = reason, detail
-    session.flush()
 
 
 def _check_complaint_rate(session: Session, send_id: int) -> None:

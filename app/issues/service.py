@@ -457,7 +457,7 @@ def prebuilt(issue: Issue, *, date: datetime | None = None,
 
 def recipient_for(subscription: Subscription, *, message_id: str | None = None) -> Recipient:
     """The personal parts for one subscription: its name, address and unsubscribe links."""
-    from app.signup.service import unsubscribe_links, unsubscribe_token
+    from app.subscribers.unsubscribe import unsubscribe_links, unsubscribe_token
 
     url, mailto = unsubscribe_links(unsubscribe_token(subscription))
     subscriber = subscription.subscriber

@@ -31,6 +31,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.bounces import service as bounces
 from app.config import Settings, get_settings
 from app.db import utcnow
 from app.mail.pipeline import Outcome, Outgoing
@@ -472,9 +473,7 @@ class Drainer:
                         if o.key in failed and o.code >= 400]
             if refusals:
                 # 5xx replies are bounces at our door: the bounce policy decides what follows.
-                from app.bounces.service import record_smtp_failures
-
-                record_smtp_failures(session, refusals)
+                bounces.record_smtp_failures(session, refusals)
             self._update_send(session, outcomes, plan)
         self.stats.sent += len(written.get("sent", ()))
         self.stats.failed += len(failed)
@@ -498,10 +497,9 @@ class Drainer:
             outage = self._outage_started(send, now)
             if (now - outage).total_seconds() > s.send_max_outage_seconds and send.status == \
                     "running":
-                send.status = "paused"
-                send.pause_reason = (f"paused: the SMTP server has refused or been unreachable "
-                                     f"since {outage:%Y-%m-%d %H:%M:%S} UTC (last reply: "
-                                     f"{last.code} {last.reply[:200]})")
+                send.pause(f"paused: the SMTP server has refused or been unreachable "
+                           f"since {outage:%Y-%m-%d %H:%M:%S} UTC (last reply: "
+                           f"{last.code} {last.reply[:200]})")
         elif plan.sent:
             send.throttle_level = 0
             send.throttle_until = None
@@ -518,8 +516,7 @@ class Drainer:
             send.consecutive_failures += len(plan.failed) + len(plan.retried)
         if send.consecutive_failures >= s.send_pause_after_failures and send.status == "running":
             worst = next((o for o in reversed(outcomes) if not o.sent), None)
-            send.status = "paused"
-            send.pause_reason = (
+            send.pause(
                 f"paused itself after {send.consecutive_failures} consecutive failed deliveries"
                 + (f" (last reply: {worst.code} {worst.reply[:200]})" if worst else "")
             )

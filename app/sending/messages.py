@@ -13,7 +13,7 @@ from app.mail import outbound, signing
 from app.mail.pipeline import Outgoing
 from app.mail.signing import BodyPlan
 from app.sending.models import Send
-from app.signup.service import unsubscribe_links, unsubscribe_token_for
+from app.subscribers.unsubscribe import unsubscribe_links, unsubscribe_token_for
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,16 @@ class Send(Base):
 
     issue: Mapped[Issue] = relationship()
 
+    def pause(self, reason: str) -> None:
+        """Stop handing out this send's rows until an editor resumes it, saying why.
+
+        Every pause goes through here (an editor, the engine, the bounce policy). It sits on
+        the model, below `app.sending.service`, so the bounce policy can pause a send without
+        importing the sending service (which imports the bounce policy).
+        """
+        self.status = "paused"
+        self.pause_reason = reason
+
 
 class Delivery(Base):
     """One reader's copy of one send: the ledger row that makes sending exactly-once."""

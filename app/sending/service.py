@@ -173,8 +173,7 @@ def pause(session: Session, send_id: int, *, reason: str = "paused by an editor"
     if send.status not in ("running", "scheduled"):
         raise Conflict(f"send {send.id} is {send.status}; only a running or scheduled send "
                        "can be paused")
-    send.status = "paused"
-    send.pause_reason = reason
+    send.pause(reason)
     return send
 
 

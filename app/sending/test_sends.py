@@ -16,7 +16,7 @@ from app.issues import service as issues
 from app.issues.render import Recipient, build_message, personalise
 from app.mail import outbound
 from app.mail.transport import Transport
-from app.signup.service import test_unsubscribe_token, unsubscribe_links
+from app.subscribers.unsubscribe import test_unsubscribe_token, unsubscribe_links
 from app.validation import email_key
 
 SUBJECT_MARKER = "[Test] "

@@ -18,8 +18,9 @@ from app.db import SessionDep
 from app.errors import AppError, Invalid, NotFound
 from app.newsletters import service as newsletters
 from app.signup import service
-from app.signup.service import Outcome
+from app.subscribers import unsubscribe as leaving
 from app.subscribers.service import Actor
+from app.subscribers.unsubscribe import Outcome, TokenView
 from app.web import pages
 
 router = APIRouter(tags=["public"])
@@ -151,7 +152,7 @@ _CONFIRM_PAGES = {
 }
 
 
-def _token_page(request: Request, view: service.TokenView, pages_by: dict[Outcome, Any],
+def _token_page(request: Request, view: TokenView, pages_by: dict[Outcome, Any],
                 confirmed: tuple[str, str]) -> Response:
     title, message, code = pages_by.get(view.outcome, (*confirmed, 200))
     return pages().TemplateResponse(
@@ -186,7 +187,7 @@ _UNSUB_INVALID = ("This link is not valid", "Copy the whole link from the email,
 SAMPLE_TOKENS = ("test-send-sample", "preview-sample")
 
 
-def _unsub_page(request: Request, token: str, view: service.TokenView, *, state: str,
+def _unsub_page(request: Request, token: str, view: TokenView, *, state: str,
                 status_code: int = 200) -> Response:
     if view.outcome is Outcome.TEST:
         name = view.newsletter.name if view.newsletter else "the newsletter"
@@ -229,7 +230,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Respo
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, request: Request, session: SessionDep) -> Response:
     # Also the RFC 8058 one-click POST: no cookie, no CSRF token, answered 200 with no redirect.
-    view = service.unsubscribe(session, token, _actor(request, "unsubscribe-link"))
+    view = leaving.unsubscribe(session, token, _actor(request, "unsubscribe-link"))
     return _unsub_page(request, token, view, state="done")
 
 
@@ -250,7 +251,7 @@ def resubscribe(token: str, request: Request, session: SessionDep) -> Response:
 
 @router.post("/u/{token}/all", response_class=HTMLResponse)
 def unsubscribe_all(token: str, request: Request, session: SessionDep) -> Response:
-    view = service.unsubscribe_everywhere(session, token, _actor(request, "unsubscribe-all"))
+    view = leaving.unsubscribe_everywhere(session, token, _actor(request, "unsubscribe-all"))
     return _unsub_page(request, token, view, state="all")
 
 

@@ -6,11 +6,9 @@ who is subscribed. Mails go out from worker tasks enqueued after the sign-up com
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
@@ -21,76 +19,32 @@ from app.config import get_settings
 from app.db import dialect_insert, session_scope, utcnow
 from app.errors import TooManyRequests
 from app.mail import compose, outbound
-from app.mail.models import OutboundMessage
 from app.mail.transport import Transport
 from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
 from app.ops import counters
 from app.queue import enqueue_after_commit
-from app.security import TokenExpired, TokenInvalid, sign, unsign
+from app.security import TokenExpired, TokenInvalid, sign
 from app.subscribers import repository as repo
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription
 from app.subscribers.service import Actor, is_suppressed, set_status
+from app.subscribers.unsubscribe import (
+    Outcome,
+    TokenView,
+    fingerprint,
+    load_subscription,
+    unsubscribe_links,
+    unsubscribe_target,
+    unsubscribe_token,
+    view_of_test_copy,
+)
 from app.validation import MAX_NAME, clean_text, email_key, normalise_email
 
 log = logging.getLogger(__name__)
 
 
-def _fingerprint(key: str) -> str:
-    # Binds a token to the address it was sent to: changing the address voids old links.
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def confirm_token(sub: Subscription) -> str:
-    return sign("confirm", {"s": sub.id, "a": _fingerprint(sub.subscriber.email_key)})
-
-
-def unsubscribe_token(sub: Subscription) -> str:
-    return unsubscribe_token_for(sub.id, sub.subscriber.email_key)
-
-
-def unsubscribe_token_for(subscription_id: int, email_key: str) -> str:
-    """The unsubscribe token from bare ids, for the send loop (no ORM objects per reader)."""
-    return sign("unsubscribe", {"s": subscription_id, "a": _fingerprint(email_key)})
-
-
-def test_unsubscribe_token(message_record_id: int) -> str:
-    """The unsubscribe token of a test copy: its link works like a reader's (the page, the
-    one-click POST, the mailto) and says it was a test, changing nothing."""
-    return sign("unsubscribe-test", {"m": message_record_id})
-
-
-def _test_view(session: Session, token: str) -> TokenView | None:
-    try:
-        payload, _ = unsign("unsubscribe-test", token)
-    except TokenInvalid:
-        return None
-    row = session.get(OutboundMessage, payload.get("m")) if isinstance(payload, dict) and \
-        isinstance(payload.get("m"), int) else None
-    if row is None:
-        return None
-    newsletter = session.get(Newsletter, row.newsletter_id) if row.newsletter_id else None
-    return TokenView(Outcome.TEST, newsletter, row.email)
-
-
-def unsubscribe_links(token: str) -> tuple[str, str]:
-    """The page (and RFC 8058 one-click) URL and the mailto: address for one token. The
-    mailto lands in the bounce mailbox, where `missive beat` honours it."""
-    settings = get_settings()
-    return (f"{settings.base_url}/u/{token}",
-            f"mailto:{settings.bounce_address}?subject=unsubscribe%20{token}")
-
-
-def _load(session: Session, purpose: str, token: str, max_age: int | None) -> tuple[
-    Subscription, datetime
-]:
-    payload, signed_at = unsign(purpose, token, max_age_seconds=max_age)
-    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
-        raise TokenInvalid("bad payload")
-    sub = session.get(Subscription, payload["s"], with_for_update=True)
-    if sub is None or payload.get("a") != _fingerprint(sub.subscriber.email_key):
-        raise TokenInvalid("no such subscription")
-    return sub, signed_at
+    return sign("confirm", {"s": sub.id, "a": fingerprint(sub.subscriber.email_key)})
 
 
 @dataclass(frozen=True)
@@ -195,26 +149,10 @@ def _insert_subscriber(session: Session, address: str, key: str, name: str) -> S
     return subscriber
 
 
-class Outcome(Enum):
-    CONFIRMED = "confirmed"
-    ALREADY = "already"
-    STALE = "stale"  # signed before the reader unsubscribed, or the address is suppressed
-    EXPIRED = "expired"
-    INVALID = "invalid"
-    TEST = "test"  # the link of a test copy: shown, never acted upon
-
-
-@dataclass
-class TokenView:
-    outcome: Outcome
-    newsletter: Newsletter | None = None
-    email: str | None = None
-
-
 def check_confirm(session: Session, token: str) -> TokenView:
     """What a confirmation link would do, changing nothing (link scanners fetch GETs)."""
     try:
-        sub, _ = _load(session, "confirm", token, _confirm_max_age())
+        sub, _ = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
         return TokenView(Outcome.EXPIRED)
     except TokenInvalid:
@@ -226,7 +164,7 @@ def check_confirm(session: Session, token: str) -> TokenView:
 def confirm(session: Session, token: str, actor: Actor) -> TokenView:
     """Confirm the subscription behind `token`. Confirming twice is harmless."""
     try:
-        sub, signed_at = _load(session, "confirm", token, _confirm_max_age())
+        sub, signed_at = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
         return TokenView(Outcome.EXPIRED)
     except TokenInvalid:
@@ -255,40 +193,19 @@ def _confirm_max_age() -> int:
     return get_settings().confirm_ttl_hours * 3600
 
 
-def _unsubscribe_target(session: Session, token: str) -> Subscription | None:
-    """The subscription an unsubscribe token names (it never expires), or None if forged."""
-    try:
-        return _load(session, "unsubscribe", token, None)[0]
-    except TokenInvalid:
-        return None
-
-
 def check_unsubscribe(session: Session, token: str) -> TokenView:
     """What an unsubscribe link points at, changing nothing."""
-    sub = _unsubscribe_target(session, token)
+    sub = unsubscribe_target(session, token)
     if sub is None:
-        return _test_view(session, token) or TokenView(Outcome.INVALID)
+        return view_of_test_copy(session, token) or TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "unsubscribed" else Outcome.CONFIRMED
     return TokenView(outcome, sub.newsletter, sub.subscriber.email)
 
 
 def check_undo_open(session: Session, token: str) -> bool:
     """True if the unsubscribe behind `token` may still be undone, changing nothing."""
-    sub = _unsubscribe_target(session, token)
+    sub = unsubscribe_target(session, token)
     return sub is not None and sub.status == "unsubscribed" and undo_open(sub)
-
-
-def unsubscribe(session: Session, token: str, actor: Actor) -> TokenView:
-    """Unsubscribe the reader behind `token` from its newsletter, at once."""
-    sub = _unsubscribe_target(session, token)
-    if sub is None:
-        return _test_view(session, token) or TokenView(Outcome.INVALID)
-    view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
-    if sub.status == "unsubscribed":
-        view.outcome = Outcome.ALREADY
-        return view
-    set_status(session, sub.subscriber, sub.newsletter, "unsubscribed", actor)
-    return view
 
 
 def undo_open(sub: Subscription) -> bool:
@@ -301,9 +218,9 @@ def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     """Undo an unsubscribe from its own link, within the undo window (the reader changed
     their mind at once). Later the link is only proof of an old address: EXPIRED, and the
     reader signs up again with double opt-in."""
-    sub = _unsubscribe_target(session, token)
+    sub = unsubscribe_target(session, token)
     if sub is None:
-        return _test_view(session, token) or TokenView(Outcome.INVALID)
+        return view_of_test_copy(session, token) or TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
     if is_suppressed(session, sub.subscriber.email_key):
         view.outcome = Outcome.STALE
@@ -314,17 +231,6 @@ def resubscribe(session: Session, token: str, actor: Actor) -> TokenView:
     if sub.status != "active":
         set_status(session, sub.subscriber, sub.newsletter, "active", actor)
     return view
-
-
-def unsubscribe_everywhere(session: Session, token: str, actor: Actor) -> TokenView:
-    """Leave every newsletter this reader is on."""
-    sub = _unsubscribe_target(session, token)
-    if sub is None:
-        return _test_view(session, token) or TokenView(Outcome.INVALID)
-    for other in list(sub.subscriber.subscriptions):
-        if other.status != "unsubscribed":
-            set_status(session, sub.subscriber, other.newsletter, "unsubscribed", actor)
-    return TokenView(Outcome.ALREADY, sub.newsletter, sub.subscriber.email)
 
 
 # --- mails, sent by worker tasks -------------------------------------------------------------

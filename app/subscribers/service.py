@@ -244,12 +244,21 @@ def delete_subscriber(session: Session, subscriber_id: int) -> None:
 
 
 def suppress(session: Session, address: str, reason: str, detail: str = "") -> None:
-    """Put an address on the suppression list (idempotent; the first reason stays)."""
-    key = email_key(normalise_email(address))
-    exists = session.scalars(select(Suppression.id).where(Suppression.email_key == key)).first()
-    if exists is None:
+    """Put an address on the suppression list; Invalid if it is not an address.
+    See `suppress_key` for which reason stays."""
+    suppress_key(session, email_key(normalise_email(address)), reason, detail)
+
+
+def suppress_key(session: Session, key: str, reason: str, detail: str = "") -> None:
+    """The one suppression rule, whoever suppresses (bounce policy, complaints, editors):
+    idempotent, the first reason stays, except that a complaint outranks a bounce: it says
+    never again, whatever happens to the mailbox later. `key` is an address key as stored."""
+    existing = session.scalars(select(Suppression).where(Suppression.email_key == key)).first()
+    if existing is None:
         session.add(Suppression(email_key=key, reason=reason, detail=detail))
-        session.flush()
+    elif reason == "complained" and existing.reason != "complained":
+        existing.reason, existing.detail = reason, detail
+    session.flush()
 
 
 def is_suppressed(session: Session, key: str) -> bool:
