@@ -28,7 +28,8 @@ def test_worker_json_lines_name_the_send_and_the_task(client, auth, issue, sink,
     lines = records()  # json.loads on every line: nothing else was written
     assert all(r["process"] == "worker" and r["time"] and r["level"] for r in lines)
     assert sum("ready." in r["message"] for r in lines) == 2  # bulk and transactional
-    drains = [r for r in lines if r["logger"] == "missive.worker" and r["level"] == "INFO"]
+    drains = [r for r in lines if r["logger"] == "app.sending.engine" and r["level"] == "INFO"
+              and "drained" in r["message"]]
     assert drains and all(r["send_id"] == send_id and r["task"] == "missive.drain_send"
                           for r in drains)
     assert any("sent 30" in r["message"] for r in drains), drains
