@@ -374,9 +374,7 @@ class Drainer:
 
     def _windows(self, claim: _Claim) -> bool:
         s = self.settings
-        window = s.send_window
-        if s.send_rate > 0:
-            window = max(1, min(window, int(s.send_rate)))
+        window = throughput.window_size(s.send_window)
         rows = claim.rows
         try:
             prebuilt = messages.prebuilt_for_send(self.sessions, self.send_id)

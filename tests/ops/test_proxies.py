@@ -31,13 +31,21 @@ def _consent_count(db) -> int:
     return len(list(db.scalars(select(ConsentEvent.id))))
 
 
+def _wait_stored(server, predicate, what: str) -> None:
+    """Wait for sign-ups the server stores after its answers; on a timeout, show its log."""
+    try:
+        wait_until(predicate, timeout=30, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; server log:\n" + "\n".join(server.lines()[-40:])) from None
+
+
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(serve, newsletter, db):
     server = serve(MISSIVE_SIGNUP_IP_PER_MINUTE="2")
     # Three "different" clients, all really 127.0.0.1: the third is over the limit.
     assert _sign_ups(server, 3) == [202, 202, 429]
     # Both accepted sign-ups are stored after their answers: wait for them, so none lands in
     # the next test's database.
-    wait_until(lambda: _consent_count(db) == 2, timeout=15, what="two sign-ups stored")
+    _wait_stored(server, lambda: _consent_count(db) == 2, "two sign-ups stored")
     assert _consent_ips(db) == {"127.0.0.1"}
 
 
@@ -45,7 +53,7 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(serve, newsletter, db):
     server = serve(MISSIVE_SIGNUP_IP_PER_MINUTE="2", MISSIVE_TRUSTED_PROXIES="127.0.0.0/8")
     assert _sign_ups(server, 3) == [202, 202, 202]
     # A sign-up is stored after its answer (the same time for a known and a new address).
-    wait_until(lambda: len(_consent_ips(db)) == 3, timeout=15, what="three sign-ups stored")
+    _wait_stored(server, lambda: len(_consent_ips(db)) == 3, "three sign-ups stored")
     assert _consent_ips(db) == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
 
 

@@ -138,8 +138,9 @@ def test_send_rate_caps_all_workers_together(client, auth, issue, sink, workers)
     send_id = _start(client, auth, issue)
     assert wait_done(client, auth, send_id, timeout=60, workers=workers)["sent"] == 150
     arrived = sorted(sink.inbox.arrived)
-    # Two workers share one budget of 50 a second: 150 messages span at least two seconds,
-    # and no second of the clock saw more than the cap.
-    assert arrived[-1] - arrived[0] >= 2.0
+    # Two workers share one budget of 50 a second: 150 messages span about three seconds,
+    # and no second of the clock saw more than the cap, give or take the one window of five
+    # (a tenth of the rate) that may straddle its edge.
+    assert arrived[-1] - arrived[0] >= 2.5
     per_second = Counter(int(t) for t in arrived)
-    assert max(per_second.values()) <= 50 + 5  # a message may land just past its second
+    assert max(per_second.values()) <= 50 + 5
