@@ -40,6 +40,12 @@ def tick() -> None:
 
     for line in cadence.draft_due():
         log.info("feed draft: %s", line)
+    from app.ops import tallies
+
+    with session_scope() as session:
+        folded = tallies.compact(session)
+    if folded:
+        log.debug("folded %d status tally rows", folded)
     with session_scope() as session:
         purged = ratelimit.purge_expired(session)
     if purged:

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Path
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app.config import get_settings
@@ -99,6 +99,30 @@ def dialect_insert(bind: Session | Engine, table: Any) -> Any:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=_HasId)
+
+
+def newest_first_page(session: Session, stmt: Select[RowT], id_column: QueryableAttribute[int],
+                      *, before_id: int | None, limit: int) -> tuple[list[RowT], int | None]:
+    """One page of `stmt`'s rows newest first, keyset-paginated by id: at most `limit` rows
+    below `before_id`, and the id to continue below (None on the last page).
+
+    The page walks the id index from `before_id` down, so a deep page costs what the first
+    one does (an OFFSET would read every row before it)."""
+    stmt = stmt.order_by(id_column.desc()).limit(limit + 1)
+    if before_id:
+        stmt = stmt.where(id_column < before_id)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from app.issues.models import Issue
 from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
 from app.newsroom.models import UserNewsletter, UserSession
-from app.ops.models import MetricCounter
+from app.ops.models import MetricCounter, StatusTally
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
@@ -27,6 +27,7 @@ __all__ = [
     "OutboundMessage",
     "RateCounter",
     "Send",
+    "StatusTally",
     "Subscriber",
     "Subscription",
     "Suppression",

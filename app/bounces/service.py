@@ -41,7 +41,7 @@ from app.bounces import reasons
 from app.bounces.events import BounceEvent
 from app.bounces.models import BounceRecord
 from app.config import get_settings
-from app.db import utcnow
+from app.db import newest_first_page, utcnow
 from app.errors import Invalid
 from app.mail import verp
 from app.mail.models import OutboundMessage
@@ -377,7 +377,7 @@ def list_page(session: Session, *, kind: str | None, send_id: int | None, email:
               before_id: int | None, limit: int, reason: str | None = None
               ) -> tuple[list[BounceRecord], int | None]:
     """Bounce records newest first, keyset-paginated by id."""
-    stmt = select(BounceRecord).order_by(BounceRecord.id.desc()).limit(limit + 1)
+    stmt = select(BounceRecord)
     if kind:
         stmt = stmt.where(BounceRecord.kind == kind)
     if reason:
@@ -386,9 +386,4 @@ def list_page(session: Session, *, kind: str | None, send_id: int | None, email:
         stmt = stmt.where(BounceRecord.send_id == send_id)
     if email:
         stmt = stmt.where(BounceRecord.email_key == email.lower())
-    if before_id:
-        stmt = stmt.where(BounceRecord.id < before_id)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first_page(session, stmt, BounceRecord.id, before_id=before_id, limit=limit)

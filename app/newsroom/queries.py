@@ -13,9 +13,10 @@ from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.bounces.models import BounceRecord
-from app.db import utcnow
+from app.db import newest_first_page, utcnow
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
+from app.ops import tallies
 from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 
@@ -31,15 +32,13 @@ def newsletters(session: Session, scope: Scope) -> Sequence[Newsletter]:
 
 
 def subscription_counts(session: Session, newsletter_id: int) -> dict[str, int]:
-    """Subscriptions of a newsletter by status (served by the newsletter+status index)."""
-    rows = session.execute(
-        select(Subscription.status, func.count()).where(Subscription.newsletter_id == newsletter_id)
-        .group_by(Subscription.status))
-    return {status: int(n) for status, n in rows}
+    """Subscriptions of a newsletter by status, exact, from the tallies the database keeps."""
+    return tallies.counts(session, "subscriptions", newsletter_id)
 
 
 def new_since(session: Session, newsletter_id: int, since: datetime) -> int:
-    """Subscriptions of a newsletter confirmed since a time (its growth)."""
+    """Subscriptions of a newsletter confirmed since a time (its growth): a range of the
+    newsletter+status+confirmed_at index."""
     return int(session.scalar(
         select(func.count()).select_from(Subscription).where(
             Subscription.newsletter_id == newsletter_id, Subscription.status == "active",
@@ -95,34 +94,24 @@ def policy_rejections(session: Session, scope: Scope, *, days: int = 30) -> int:
 def send_page(session: Session, scope: Scope, *, status: str | None, before_id: int | None,
               limit: int) -> tuple[list[Send], int | None]:
     """Sends newest first, keyset-paginated by id."""
-    stmt = _sends(scope).order_by(Send.id.desc()).limit(limit + 1)
+    stmt = _sends(scope)
     if status:
         stmt = stmt.where(Send.status == status)
-    if before_id:
-        stmt = stmt.where(Send.id < before_id)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first_page(session, stmt, Send.id, before_id=before_id, limit=limit)
 
 
 def issue_page(session: Session, scope: Scope, *, newsletter_id: int | None,
                status: str | None, before_id: int | None, limit: int
                ) -> tuple[list[Issue], int | None]:
     """Issues newest first, keyset-paginated by id."""
-    stmt = select(Issue).order_by(Issue.id.desc()).limit(limit + 1)
+    stmt = select(Issue)
     if scope is not None:
         stmt = stmt.where(Issue.newsletter_id.in_(scope))
     if newsletter_id is not None:
         stmt = stmt.where(Issue.newsletter_id == newsletter_id)
     if status:
         stmt = stmt.where(Issue.status == status)
-    if before_id:
-        stmt = stmt.where(Issue.id < before_id)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first_page(session, stmt, Issue.id, before_id=before_id, limit=limit)
 
 
 def send_of_issue(session: Session, issue_id: int) -> Send | None:
@@ -178,7 +167,7 @@ def suppression(session: Session, email_key: str) -> Suppression | None:
 def bounce_page(session: Session, scope: Scope, *, kind: str | None, email: str | None,
                 before_id: int | None, limit: int) -> tuple[list[BounceRecord], int | None]:
     """Bounce and complaint events newest first; a limited user sees those of their sends."""
-    stmt = select(BounceRecord).order_by(BounceRecord.id.desc()).limit(limit + 1)
+    stmt = select(BounceRecord)
     if scope is not None:
         stmt = stmt.join(Send, Send.id == BounceRecord.send_id).join(
             Issue, Issue.id == Send.issue_id).where(Issue.newsletter_id.in_(scope))
@@ -186,22 +175,12 @@ def bounce_page(session: Session, scope: Scope, *, kind: str | None, email: str 
         stmt = stmt.where(BounceRecord.kind == kind)
     if email:
         stmt = stmt.where(BounceRecord.email_key == email.strip().lower())
-    if before_id:
-        stmt = stmt.where(BounceRecord.id < before_id)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first_page(session, stmt, BounceRecord.id, before_id=before_id, limit=limit)
 
 
 def suppression_page(session: Session, *, email: str | None, before_id: int | None,
                      limit: int) -> tuple[list[Suppression], int | None]:
-    stmt = select(Suppression).order_by(Suppression.id.desc()).limit(limit + 1)
+    stmt = select(Suppression)
     if email:
         stmt = stmt.where(Suppression.email_key == email.strip().lower())
-    if before_id:
-        stmt = stmt.where(Suppression.id < before_id)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first_page(session, stmt, Suppression.id, before_id=before_id, limit=limit)

@@ -16,6 +16,8 @@ class Subscriber(Base):
     """A reader, one per address. `email_key` (the address lowercased) makes it unique."""
 
     __tablename__ = "subscribers"
+    # On PostgreSQL, migration 0012 adds trigram (pg_trgm) indexes on email_key and name for
+    # the subscriber search (substring LIKE); they have no SQLite form, so they live there only.
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254))
@@ -36,7 +38,9 @@ class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "newsletter_id"),
-        Index("ix_subscriptions_newsletter_status", "newsletter_id", "status"),
+        # Counts by status, and the dashboard's growth (a range of confirmed_at).
+        Index("ix_subscriptions_newsletter_status_confirmed", "newsletter_id", "status",
+              "confirmed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

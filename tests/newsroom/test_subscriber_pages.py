@@ -122,3 +122,40 @@ def test_scope_and_roles(signed_in, newsletter, other_newsletter, db):
     assert r.status_code == 403
     db.expire_all()
     assert db.get(Subscriber, theirs).subscriptions[0].status == "active"
+
+
+def test_search_finds_part_of_an_address_or_a_name_and_pages_deep(signed_in, newsletter, db):
+    from app.subscribers.models import Subscriber, Subscription
+
+    for i, (email, name) in enumerate([("ines.moreau@example.org", "Inès Moreau"),
+                                       ("t.okafor@post.example.net", "Tobi Okafor"),
+                                       ("moreau.fan@example.com", "Someone Else")]):
+        s = Subscriber(email=email, email_key=email, name=name)
+        db.add(s)
+        db.flush()
+        db.add(Subscription(subscriber_id=s.id, newsletter_id=newsletter.id,
+                            status="active" if i else "pending"))
+    db.commit()
+    _readers(db, newsletter, 120)
+    editor = signed_in("editor")
+    by_address = editor.get("/admin/subscribers?q=post.example")
+    assert "t.okafor@post.example.net" in by_address.text
+    assert "ines.moreau@example.org" not in by_address.text
+    by_name = editor.get("/admin/subscribers?q=%C3%A8s%20MOR")  # "ès MOR": the name's middle
+    assert "ines.moreau@example.org" in by_name.text
+    assert "moreau.fan@example.com" not in by_name.text
+    both = editor.get("/admin/subscribers?q=moreau")
+    assert "ines.moreau@example.org" in both.text and "moreau.fan@example.com" in both.text
+    literal = editor.get("/admin/subscribers?q=reader_1")  # "_" is not a wildcard
+    assert "No subscriber matches" in literal.text
+    # Follow "Next page" to the third page: it holds exactly the readers after the second.
+    page, seen = editor.get("/admin/subscribers"), []
+    for _ in range(3):
+        seen.append(re.findall(r'href="/admin/subscribers/\d+">([^<]+)<', page.text))
+        found = re.search(r'cursor=([^"&]+)"', page.text)
+        if found is None:
+            break
+        page = editor.get(f"/admin/subscribers?cursor={html.unescape(found.group(1))}")
+    assert [len(p) for p in seen] == [50, 50, 23]
+    assert seen[2] == [f"reader{i}@example.org" for i in range(97, 120)]
+    assert len({a for p in seen for a in p}) == 123
