@@ -17,6 +17,8 @@ class BounceRecord(Base):
         Index("ix_bounces_email_kind_time", "email_key", "kind", "occurred_at"),
         Index("ix_bounces_send_kind", "send_id", "kind"),
         Index("ix_bounces_send_reason", "send_id", "reason"),
+        # The dashboard's recent policy rejections.
+        Index("ix_bounces_kind_received", "kind", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -93,7 +93,7 @@ def issues_page(request: Request, session: SessionDep, viewer: Viewer, *, newsle
         "title": "Issues", "issues": rows, "next_before": more, "status": status,
         "statuses": ISSUE_STATUSES, "newsletter": newsletter, "newsletters": visible,
         "feeds": [n for n in visible if n.feed_url and (chosen is None or n.id == chosen.id)],
-        "sends": {i.id: queries.send_of_issue(session, i.id) for i in rows},
+        "sends": queries.sends_of_issues(session, rows),
         "notice_text": notice_text, **(extra or {}),
     }, status_code=status_code)
 
@@ -206,7 +206,7 @@ def import_issue(request: Request, viewer: EditorDep, session: SessionDep,
             "title": "Issues", "issues": rows, "next_before": more, "status": "",
             "statuses": ISSUE_STATUSES, "newsletter": "",
             "newsletters": queries.newsletters(session, viewer.scope), "feeds": [],
-            "sends": {i.id: queries.send_of_issue(session, i.id) for i in rows},
+            "sends": queries.sends_of_issues(session, rows),
             "import_problems": problems,
         }, status_code=422 if exc.status_code < 500 else 400)
     return see_other(f"/admin/issues/{issue.id}?notice=imported")

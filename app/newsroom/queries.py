@@ -118,6 +118,14 @@ def send_of_issue(session: Session, issue_id: int) -> Send | None:
     return session.scalars(select(Send).where(Send.issue_id == issue_id)).first()
 
 
+def sends_of_issues(session: Session, issues: Sequence[Issue]) -> dict[int, Send]:
+    """The send of each of `issues` that has one, by issue id (one query for a list page)."""
+    ids = [i.id for i in issues]
+    if not ids:
+        return {}
+    return {s.issue_id: s for s in session.scalars(select(Send).where(Send.issue_id.in_(ids)))}
+
+
 def bounces_of_send(session: Session, send_id: int, *, limit: int = 50) -> Sequence[BounceRecord]:
     return session.scalars(select(BounceRecord).where(BounceRecord.send_id == send_id)
                            .order_by(BounceRecord.id.desc()).limit(limit)).all()

@@ -6,6 +6,7 @@ Create Date: 2026-11-30 14:10:00
 
 - subscriptions (newsletter_id, status, confirmed_at) replaces (newsletter_id, status): the
   dashboard's "new in 30 days" reads a short range of it instead of every active reader.
+- bounces (kind, received_at): the dashboard's policy rejections of the last 30 days.
 - On PostgreSQL, trigram indexes (pg_trgm) on subscribers' address and name, so a search for
   part of either reads the matching rows instead of the whole list. SQLite has no such index
   and keeps scanning: it serves small lists.
@@ -103,6 +104,8 @@ def upgrade() -> None:
         batch_op.create_index('ix_subscriptions_newsletter_status_confirmed',
                               ['newsletter_id', 'status', 'confirmed_at'], unique=False)
         batch_op.drop_index('ix_subscriptions_newsletter_status')
+    with op.batch_alter_table('bounces', schema=None) as batch_op:
+        batch_op.create_index('ix_bounces_kind_received', ['kind', 'received_at'], unique=False)
     if op.get_bind().dialect.name == 'postgresql':
         op.execute('CREATE EXTENSION IF NOT EXISTS pg_trgm')
         op.execute('CREATE INDEX ix_subscribers_email_key_trgm ON subscribers '
@@ -131,6 +134,8 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         op.execute('DROP INDEX IF EXISTS ix_subscribers_name_trgm')
         op.execute('DROP INDEX IF EXISTS ix_subscribers_email_key_trgm')
+    with op.batch_alter_table('bounces', schema=None) as batch_op:
+        batch_op.drop_index('ix_bounces_kind_received')
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.create_index('ix_subscriptions_newsletter_status',
                               ['newsletter_id', 'status'], unique=False)
