@@ -113,8 +113,10 @@ def _compose_page(request: Request, session: SessionDep, viewer: Viewer, form: f
     if issue is not None:
         context["out"] = issues.to_out(issue)
         context["checks"] = issues.checks(issue)
-        context["send"] = queries.send_of_issue(session, issue.id)
-        context["readers"] = queries.audience_count(session, issue.newsletter_id)
+        context["send"] = send = queries.send_of_issue(session, issue.id)
+        # Counted only where the page shows it: a draft not yet sent.
+        if issue.status == "draft" and send is None:
+            context["readers"] = queries.audience_count(session, issue.newsletter_id)
         context["next_slot"] = _next_slot(issue.newsletter)
         context["pdf_url"] = issues.pdf_url(issue) if issue.status == "sent" else None
     return render(request, "compose.html", context, status_code=status_code)

@@ -124,13 +124,15 @@ def test_send_now_after_a_confirmation_stating_the_readers(signed_in, newsletter
 
     from app import demo
     from app.sending.models import Send
-    from app.subscribers.models import Subscriber, Subscription
+    from app.subscribers.models import Subscriber, Subscription, Suppression
 
-    for i in range(3):
+    # Three readers; a suppressed active one and a pending one are not among them.
+    for i, status in enumerate(["active", "active", "active", "active", "pending"]):
         s = Subscriber(email=f"r{i}@example.org", email_key=f"r{i}@example.org")
         db.add(s)
         db.flush()
-        db.add(Subscription(subscriber_id=s.id, newsletter_id=newsletter.id, status="active"))
+        db.add(Subscription(subscriber_id=s.id, newsletter_id=newsletter.id, status=status))
+    db.add(Suppression(email_key="r3@example.org", reason="bounced"))
     db.commit()
     issue = demo.sample_issue(db, newsletter)
     editor = signed_in("editor")
