@@ -9,7 +9,7 @@ Create Date: 2026-11-30 14:10:00
 - bounces (kind, received_at): the dashboard's policy rejections of the last 30 days.
 - On PostgreSQL, trigram indexes (pg_trgm) on subscribers' address and name, so a search for
   part of either reads the matching rows instead of the whole list. SQLite has no such index
-  and keeps scanning: it serves small lists.
+  and keeps scanning: it serves small lists (so does PostgreSQL without the contrib package).
 - status_tallies, written by triggers on subscriptions and deliveries in the same transaction
   as every change, so counts by status (the dashboard, a send's progress) sum a few rows
   instead of scanning a million (see app/ops/tallies.py). PostgreSQL uses statement triggers
@@ -75,6 +75,13 @@ SQLITE_TRIGGERS = (
 )
 
 
+def _trigrams_available() -> bool:
+    """pg_trgm ships with PostgreSQL's contrib (in Debian's and the official images); without
+    it the search still works, by reading the list."""
+    return op.get_bind().execute(sa.text(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first() is not None
+
+
 def create_triggers(table: str) -> None:
     """The triggers that tally `table` by status, then the tally of the rows already there
     (the triggers' lock on the table keeps writers out until the migration commits)."""
@@ -106,7 +113,7 @@ def upgrade() -> None:
         batch_op.drop_index('ix_subscriptions_newsletter_status')
     with op.batch_alter_table('bounces', schema=None) as batch_op:
         batch_op.create_index('ix_bounces_kind_received', ['kind', 'received_at'], unique=False)
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == 'postgresql' and _trigrams_available():
         op.execute('CREATE EXTENSION IF NOT EXISTS pg_trgm')
         op.execute('CREATE INDEX ix_subscribers_email_key_trgm ON subscribers '
                    'USING gin (email_key gin_trgm_ops)')
