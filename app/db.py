@@ -117,7 +117,7 @@ def newest_first_page(session: Session, stmt: Select[RowT], id_column: Queryable
     The page walks the id index from `before_id` down, so a deep page costs what the first
     one does (an OFFSET would read every row before it)."""
     stmt = stmt.order_by(id_column.desc()).limit(limit + 1)
-    if before_id:
+    if before_id is not None:
         stmt = stmt.where(id_column < before_id)
     rows = list(session.scalars(stmt))
     more = len(rows) > limit

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.db import newest_first_page
 from app.issues.models import Issue
 
 
@@ -45,16 +46,14 @@ def max_number(session: Session, newsletter_id: int, volume: int) -> int | None:
 def page(
     session: Session, *, newsletter_id: int | None, status: str | None, before_id: int | None,
     limit: int,
-) -> Sequence[Issue]:
-    """Issues newest first (by id), keyset-paginated."""
-    query = select(Issue).order_by(Issue.id.desc()).limit(limit)
+) -> tuple[list[Issue], int | None]:
+    """Issues newest first (by id), keyset-paginated: a page and the id to continue below."""
+    query = select(Issue)
     if newsletter_id is not None:
         query = query.where(Issue.newsletter_id == newsletter_id)
     if status is not None:
         query = query.where(Issue.status == status)
-    if before_id is not None:
-        query = query.where(Issue.id < before_id)
-    return session.scalars(query).all()
+    return newest_first_page(session, query, Issue.id, before_id=before_id, limit=limit)
 
 
 def sent(session: Session, newsletter_id: int, *, limit: int) -> Sequence[Issue]:

@@ -352,11 +352,10 @@ def list_page(session: Session, *, newsletter: str | None, status: str | None,
         if not cursor.isdigit() or len(cursor) > 10:
             raise Invalid("cursor is not valid")
         before = int(cursor)
-    rows = repo.page(session, newsletter_id=newsletter_id, status=status, before_id=before,
-                     limit=limit + 1)
-    items = [to_out(i) for i in rows[:limit]]
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return IssuePage(items=items, next_cursor=next_cursor)
+    rows, more = repo.page(session, newsletter_id=newsletter_id, status=status,
+                           before_id=before, limit=limit)
+    return IssuePage(items=[to_out(i) for i in rows],
+                     next_cursor=str(more) if more is not None else None)
 
 
 # --- shapes -----------------------------------------------------------------------------------

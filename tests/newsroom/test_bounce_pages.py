@@ -47,3 +47,22 @@ def test_limited_user_sees_no_suppression_list(signed_in, newsletter, other_news
     limited = signed_in("editor", newsletters=("river-notes",))
     page = limited.get("/admin/bounces")
     assert page.status_code == 200 and "secret@example.org" not in page.text
+
+
+def test_newest_first_pages_walk_every_row_once(db):
+    """The keyset pages shared by the newsroom's lists and the bounce API (app.db)."""
+    from app.newsroom import queries
+    from app.subscribers.models import Suppression
+
+    for i in range(7):
+        db.add(Suppression(email_key=f"gone{i}@example.org", reason="bounced"))
+    db.commit()
+    pages, before = [], None
+    while True:
+        rows, before = queries.suppression_page(db, email=None, before_id=before, limit=3)
+        pages.append([r.email_key.removeprefix("gone").split("@")[0] for r in rows])
+        if before is None:
+            break
+    assert pages == [["6", "5", "4"], ["3", "2", "1"], ["0"]]
+    one, more = queries.suppression_page(db, email="GONE3@example.org", before_id=None, limit=3)
+    assert [r.email_key for r in one] == ["gone3@example.org"] and more is None
