@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # How long after unsubscribing the reader may undo it from the page; later, they sign up
     # again with double opt-in (the link is in every issue they forward).
     unsubscribe_undo_hours: int = Field(default=24, ge=0)
+    # How long an issue's preview link (the sample reader's copy, no token) keeps working.
+    preview_link_days: int = Field(default=7, ge=1, le=365)
     # Request bodies: a JSON document or form, a CSV import, one raw message (a bounce report).
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_csv_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

@@ -54,7 +54,6 @@ from app.subscribers.models import Subscriber, Subscription
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_PAGE = 200
-PREVIEW_LINK_DAYS = 7
 CONTENT_FIELDS = ("subject", "preheader", "hero_image", "stories", "links", "footer")
 SAMPLE_READER = ("Sample Reader", "sample.reader@example.org")
 # Which status may follow which; the sending pipeline moves issues along.
@@ -393,14 +392,15 @@ def pdf_url(issue: Issue) -> str:
 
 def preview_key(issue: Issue) -> str:
     """A signed key that opens this issue's preview (the sample reader's copy) in a browser,
-    without a token, for PREVIEW_LINK_DAYS or until revoked."""
+    without a token, for MISSIVE_PREVIEW_LINK_DAYS or until revoked."""
     return sign("issue-preview", {"i": issue.id, "e": issue.preview_epoch})
 
 
 def check_preview_key(session: Session, issue_id: int, key: str) -> bool:
     """True if `key` is a live preview key of this issue (not forged, expired or revoked)."""
+    max_age = get_settings().preview_link_days * 86400
     try:
-        payload, _ = unsign("issue-preview", key, max_age_seconds=PREVIEW_LINK_DAYS * 86400)
+        payload, _ = unsign("issue-preview", key, max_age_seconds=max_age)
     except Exception:  # noqa: BLE001  (forged, altered or expired: all simply "no")
         return False
     issue = session.get(Issue, issue_id)
