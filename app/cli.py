@@ -71,6 +71,14 @@ def friendly(fn: F) -> F:
 # --- processes -------------------------------------------------------------------------------
 
 
+def _load_signing_keys() -> None:
+    """Load the DKIM keys before serving: a bad key stops the start with one line, rather than
+    failing the first mail."""
+    from app.mail import signing
+
+    signing.signer()
+
+
 @app.command()
 @friendly
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -80,6 +88,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     from app.ops import logs
 
     logs.configure("web", get_settings().log_format)
+    _load_signing_keys()
     # Logging is ours (log_config=None); forwarded headers are believed only from
     # MISSIVE_TRUSTED_PROXIES, in the app (uvicorn's own default would trust 127.0.0.1).
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
@@ -93,6 +102,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
     from app import worker_processes
 
     get_settings()
+    _load_signing_keys()
     raise typer.Exit(worker_processes.run(concurrency))
 
 

@@ -140,7 +140,24 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"MISSIVE_TRUSTED_PROXIES: {proxy!r} is not an IP address or "
                                  "CIDR network") from exc
+        self._check_dkim()
         return self
+
+    def _check_dkim(self) -> None:
+        """Half a DKIM configuration would send every mail unsigned without a word: refuse it."""
+        rsa = {"MISSIVE_DKIM_DOMAIN": self.dkim_domain, "MISSIVE_DKIM_SELECTOR": self.dkim_selector,
+               "MISSIVE_DKIM_PRIVATE_KEY_PATH": self.dkim_private_key_path}
+        ed = {"MISSIVE_DKIM_ED25519_SELECTOR": self.dkim_ed25519_selector,
+              "MISSIVE_DKIM_ED25519_PRIVATE_KEY_PATH": self.dkim_ed25519_private_key_path}
+        for group in (rsa, ed):
+            missing = [name for name, value in group.items() if not value]
+            if missing and len(missing) < len(group):
+                given = [name for name in group if name not in missing]
+                raise ValueError(f"DKIM is half configured: {', '.join(given)} set but "
+                                 f"{', '.join(missing)} not")
+        if any(ed.values()) and not all(rsa.values()):
+            raise ValueError("MISSIVE_DKIM_ED25519_* needs MISSIVE_DKIM_DOMAIN, "
+                             "MISSIVE_DKIM_SELECTOR and MISSIVE_DKIM_PRIVATE_KEY_PATH too")
 
     @field_serializer(*_URL_SETTINGS)
     def _dump_without_password(self, url: str) -> str:
