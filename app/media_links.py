@@ -67,14 +67,18 @@ def own_path(url: str, base_url: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     path = parts.path or "/"
-    relative = path + (f"?{parts.query}" if parts.query else "") + (
+    tail = (f"?{parts.query}" if parts.query else "") + (
         f"#{parts.fragment}" if parts.fragment else "")
     if _origin(url) == _origin(base_url):
-        return relative
+        # Below the base URL's own path, if it has one (Missive served under a prefix).
+        prefix = urlsplit(base_url).path.rstrip("/")
+        if prefix and not path.startswith(prefix + "/"):
+            return None
+        return path[len(prefix):] + tail
     if local_file(path) is None:
         return None
     if path.startswith("/media/") or (parts.hostname or "").lower() in _LOOPBACK:
-        return relative
+        return path + tail
     return None
 
 

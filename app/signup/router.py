@@ -204,7 +204,7 @@ def _token_page(request: Request, view: TokenView, pages_by: dict[Outcome, Any],
                 confirmed: tuple[str, str]) -> Response:
     title, message, code = pages_by.get(view.outcome, (*confirmed, 200))
     links = way_on(view.newsletter)
-    if view.outcome is Outcome.STALE and view.newsletter is not None:
+    if view.outcome in (Outcome.STALE, Outcome.EXPIRED) and view.newsletter is not None:
         links.insert(0, {"href": f"/subscribe/{view.newsletter.slug}", "text": "Sign up again"})
     return pages().TemplateResponse(
         request, "message.html",

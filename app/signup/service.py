@@ -196,7 +196,7 @@ def check_confirm(session: Session, token: str) -> TokenView:
     try:
         sub, _ = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
-        return TokenView(Outcome.EXPIRED)
+        return _expired(session, token)
     except TokenInvalid:
         return TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "active" else Outcome.CONFIRMED
@@ -208,7 +208,7 @@ def confirm(session: Session, token: str, actor: Actor) -> TokenView:
     try:
         sub, signed_at = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
-        return TokenView(Outcome.EXPIRED)
+        return _expired(session, token)
     except TokenInvalid:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
@@ -229,6 +229,16 @@ def confirm(session: Session, token: str, actor: Actor) -> TokenView:
     session.flush()
     enqueue_after_commit(session, "missive.send_welcome", sub.id)
     return view
+
+
+def _expired(session: Session, token: str) -> TokenView:
+    """An expired confirmation link: genuine, so it still names its newsletter, where the
+    page offers to sign up again."""
+    try:
+        sub, _ = load_subscription(session, "confirm", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.EXPIRED)
+    return TokenView(Outcome.EXPIRED, sub.newsletter)
 
 
 def _confirm_max_age() -> int:

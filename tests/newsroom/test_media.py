@@ -189,3 +189,17 @@ def test_links_stored_before_the_fix_follow_the_current_host(newsletter, db, mov
     # Not files of ours: left as they were.
     assert content.links[1].url == "http://127.0.0.1:8000/not-ours"
     assert content.stories[0].link == "https://elsewhere.example.com/media/" + "cd" * 16 + ".png"
+
+
+def test_which_links_count_as_our_own(test_env):
+    from app.media_links import absolute, for_storage
+
+    under = "https://example.org/letters"  # Missive served below a path
+    assert for_storage("https://example.org/letters/static/a.png", under) == "/static/a.png"
+    assert absolute("/static/a.png", under) == "https://example.org/letters/static/a.png"
+    assert for_storage("https://example.org/shop/a.png", under) == "https://example.org/shop/a.png"
+    assert for_storage("https://cdn.example.net/static/samples/alliance-digest-2.22-hero.png",
+                       under).startswith("https://cdn.example.net/")  # not loopback, not media
+    # A loopback link is ours only for a file we hold, and never outside the static folder.
+    for path in ("/static/../../etc/passwd", "/static/no-such.png", "/media/x.png"):
+        assert absolute(f"http://127.0.0.1:8000{path}", under) == f"http://127.0.0.1:8000{path}"
