@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.config import ConfigError, get_settings
+from app.config import SERVED_URL_FILE, ConfigError, get_settings
 from app.errors import AppError
 from app.mail.urls import MaildirConfig
 
@@ -162,10 +162,23 @@ def _run_together(host: str, port: int, concurrency: int) -> None:
 def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Migrate, load the sample newsletter, make an editor token, print where to look, and run."""
     base = f"http://{host}:{port}"
+    served: Path | None = None
     if "MISSIVE_BASE_URL" not in os.environ:
-        # Links in the mails must point at this server; the children inherit the setting.
+        # Links in the mails must point at this server; the children inherit the setting,
+        # and commands run in another shell read it from var/ (app/config.py, served_url).
         os.environ["MISSIVE_BASE_URL"] = base
         get_settings.cache_clear()
+        served = get_settings().var_dir / SERVED_URL_FILE
+        served.parent.mkdir(parents=True, exist_ok=True)
+        served.write_text(base + "\n", encoding="utf-8")
+    try:
+        _quickstart(host, port, base)
+    finally:
+        if served is not None:
+            served.unlink(missing_ok=True)
+
+
+def _quickstart(host: str, port: int, base: str) -> None:
     _upgrade()
     from app import demo
     from app.auth import service as auth
@@ -182,6 +195,9 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     mail = get_settings().mail
     outbox = mail.path if isinstance(mail, MaildirConfig) else '(SMTP: see MISSIVE_MAIL_URL)'
     out = Console(soft_wrap=True)
+    if get_settings().base_url != base:
+        out.print(f"Note: MISSIVE_BASE_URL is {get_settings().base_url}; links in mails and "
+                  f"the ones below that are not on {base} point there.", highlight=False)
     auth_header = f"-H 'Authorization: Bearer {token}'"
     out.print(f"""
 [bold]Missive is starting[/bold] (embedded: SQLite, filesystem queue, Maildir outbox)

@@ -24,6 +24,18 @@ from app.mail.urls import MailboxConfig, MaildirConfig, SmtpConfig, parse_imap_u
 _URL_SETTINGS = ("database_url", "broker_url", "redis_url")
 
 
+SERVED_URL_FILE = "served-url"
+
+
+def served_url(var_dir: Path) -> str | None:
+    """The base URL `missive quickstart` serves this var folder on, while it runs."""
+    try:
+        text = (var_dir / SERVED_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if urlsplit(text).scheme in ("http", "https") and "\n" not in text else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MISSIVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -130,6 +142,10 @@ class Settings(BaseSettings):
         parse_mail_url(self.mail_url)
         if self.bounce_imap_url.get_secret_value():
             parse_imap_url(self.bounce_imap_url)
+        if "base_url" not in self.model_fields_set and self.embedded:
+            # `missive quickstart` (make run) notes the address it serves on, so that the
+            # commands run beside it (`missive issue create`) print links that open.
+            self.base_url = served_url(self.var_dir) or self.base_url
         self.base_url = self.base_url.rstrip("/")
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):

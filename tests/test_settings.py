@@ -65,6 +65,20 @@ def test_embedded_default_is_a_maildir(fresh_settings, tmp_path: Path):
     assert get_settings().mail == MaildirConfig(tmp_path.resolve() / "outbox")
 
 
+def test_commands_beside_make_run_use_the_url_it_serves_on(fresh_settings, tmp_path: Path):
+    for name in ("MISSIVE_DATABASE_URL", "MISSIVE_BASE_URL"):
+        fresh_settings.delenv(name, raising=False)
+    fresh_settings.setenv("MISSIVE_VAR_DIR", str(tmp_path))
+    assert get_settings().base_url == "http://127.0.0.1:8000"
+    (tmp_path / "served-url").write_text("http://127.0.0.1:8100\n")
+    get_settings.cache_clear()
+    assert get_settings().base_url == "http://127.0.0.1:8100"
+    # A configured base URL always wins.
+    fresh_settings.setenv("MISSIVE_BASE_URL", "https://news.example.org")
+    get_settings.cache_clear()
+    assert get_settings().base_url == "https://news.example.org"
+
+
 @pytest.mark.parametrize(("name", "value", "says"), [
     ("MISSIVE_MAIL_URL", "ftp://mail.example.org", "scheme 'ftp'"),
     ("MISSIVE_MAIL_URL", "smtp://mail.example.org?tls=maybe", "tls='maybe'"),

@@ -122,6 +122,12 @@ def parse_document(raw: bytes | str, *, kind: Literal["json", "yaml"]) -> Any:
 
 
 def _context() -> dict[str, Any]:
+    """How a document is validated to be stored: this server's own links kept as paths."""
+    return {"base_url": get_settings().base_url, "store": True}
+
+
+def _render_context() -> dict[str, Any]:
+    """How a stored issue is read back: its paths made absolute on today's base URL."""
     return {"base_url": get_settings().base_url}
 
 
@@ -373,7 +379,7 @@ def content_of(issue: Issue) -> IssueContent:
             "volume": issue.volume, "number": issue.number, "subject": issue.subject,
             "preheader": issue.preheader, "hero_image": issue.hero_image,
             "stories": issue.stories, "links": links, "footer": issue.footer,
-        })
+        }, context=_render_context())
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
@@ -436,7 +442,7 @@ def to_out(issue: Issue) -> IssueOut:
         "updated_at": issue.updated_at,
         "web_url": web_url(issue),
         "preview_url": f"{base}/api/v1/issues/{issue.id}/preview?key={preview_key(issue)}",
-    })
+    }, context=_render_context())
 
 
 # --- rendering --------------------------------------------------------------------------------
