@@ -55,6 +55,68 @@ def peak_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process, in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, over all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    total = sum(values) / os.sysconf("SC_CLK_TCK")
+    idle = (values[3] + values[4]) / os.sysconf("SC_CLK_TCK")  # idle and iowait
+    return total - idle, total
+
+
+def backends(dbname: str) -> list[int]:
+    """PostgreSQL's server processes serving the bench database (by their process title)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and f" {dbname} ".encode() in title:
+                out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes from a start, sampled as the run goes (a
+    process that ends between two samples loses its last half second, no more)."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.group: dict[int, str] = {}
+        self.busy0 = machine_busy()
+
+    def sample(self, groups: dict[str, list[int]]) -> None:
+        for name, pids in groups.items():
+            for pid in pids:
+                used = cpu_seconds(pid)
+                if used is None:
+                    continue
+                self.first.setdefault(pid, used)
+                self.last[pid] = used
+                self.group[pid] = name
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, used in self.last.items():
+            name = self.group[pid]
+            out[name] = out.get(name, 0.0) + used - self.first[pid]
+        busy, total = machine_busy()
+        out["machine busy"] = busy - self.busy0[0]
+        out["machine all"] = total - self.busy0[1]
+        return out
+
+
 def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -221,6 +283,16 @@ def main() -> int:
                 raise SystemExit("workers did not start; see " + str(var))
             time.sleep(0.2)
 
+        sink = procs[0]
+
+        def groups() -> dict[str, list[int]]:
+            return {"workers": [pid for proc in workers
+                                for pid in [proc.pid, *descendants(proc.pid)]],
+                    "smtp-sink": [sink.pid, *descendants(sink.pid)],
+                    "postgres": backends(dbname)}
+
+        meter = CpuMeter()
+        meter.sample(groups())
         started = time.perf_counter()
         with session_scope() as session:
             send = sending.schedule(session, issue_id, at=None, next_cadence_slot=False,
@@ -238,12 +310,15 @@ def main() -> int:
             for proc in workers:
                 for pid in [proc.pid, *descendants(proc.pid)]:
                     peaks[pid] = max(peaks.get(pid, 0), peak_kib(pid))
+            meter.sample(groups())
             with session_scope() as session:
                 report = sending.report(session, sending.get(session, send_id))
             if report["status"] not in ("scheduled", "running"):
                 break
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
+        meter.sample(groups())
+        cpu = meter.totals()
         latencies = confirmation_latencies(probes)
         done = report["sent"] + report["failed"] + report["skipped"]
         out = io.StringIO()
@@ -254,6 +329,13 @@ def main() -> int:
         out.write(f"audience snapshot    {report['snapshot_seconds']:.2f}s "
                   f"(taken by a worker; the trigger call took {triggered:.2f}s)\n")
         out.write(f"end to end           {elapsed:.1f}s  →  {done / elapsed:,.0f} messages/s\n")
+        # Where the machine's time went, per message sent: what a signature adds shows here.
+        per = 1e6 / max(done, 1)
+        known = cpu["workers"] + cpu["smtp-sink"] + cpu["postgres"]
+        out.write(f"CPU per message      workers {cpu['workers'] * per:,.0f} µs, smtp-sink "
+                  f"{cpu['smtp-sink'] * per:,.0f} µs, postgres {cpu['postgres'] * per:,.0f} µs, "
+                  f"anything else {(cpu['machine busy'] - known) * per:,.0f} µs; machine "
+                  f"{cpu['machine busy'] / max(cpu['machine all'], 1e-9):.0%} busy\n")
         worker_peaks = sorted(peaks.values(), reverse=True)
         out.write("worker peak memory   " + ", ".join(f"{k / 1024:.0f} MiB"
                                                        for k in worker_peaks if k) + "\n")
