@@ -389,6 +389,7 @@ def compare_dkim(rounds: int) -> int:
         at = argv.index("--rounds")
         del argv[at:at + 2]
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    worker_cpu: dict[str, list[float]] = {"off": [], "on": []}
     try:
         for _ in range(rounds):
             for mode, extra in (("off", []), ("on", ["--dkim-key", str(key_file)])):
@@ -401,11 +402,20 @@ def compare_dkim(rounds: int) -> int:
                     print(done.stderr[-2000:], file=sys.stderr)
                     return 1
                 rates[mode].append(float(found[1].replace(",", "")))
+                cpu = re.search(r"CPU per message\s+workers ([\d,]+) µs", done.stdout)
+                if cpu:
+                    worker_cpu[mode].append(float(cpu[1].replace(",", "")))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    pairs = [b / a for a, b in zip(rates["off"], rates["on"], strict=True)]
     print(f"DKIM off {off:,.0f} messages/s, on {on:,.0f} messages/s: signed at {on / off:.0%} "
-          f"of the unsigned rate (median of {rounds} alternated pair(s))")
+          f"of the unsigned rate (medians of {rounds} alternated pair(s); pair by pair "
+          + ", ".join(f"{p:.0%}" for p in pairs) + ")")
+    if worker_cpu["off"] and worker_cpu["on"]:
+        w_off, w_on = statistics.median(worker_cpu["off"]), statistics.median(worker_cpu["on"])
+        print(f"worker CPU per message: {w_off:,.0f} µs off, {w_on:,.0f} µs on "
+              f"(+{w_on - w_off:,.0f} µs for signing)")
     return 0
 
 

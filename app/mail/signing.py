@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -49,6 +50,8 @@ SIGNED_HEADERS = (
     b"feedback-id", b"auto-submitted",
 )
 _SIGNED = frozenset(SIGNED_HEADERS)
+_PKCS1 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,19 @@ class DkimKey:
     algorithm: bytes
     private_key: RSAPrivateKey | Ed25519PrivateKey
 
+    def __post_init__(self) -> None:
+        kind = RSAPrivateKey if self.algorithm == b"rsa-sha256" else Ed25519PrivateKey
+        if self.algorithm not in (b"rsa-sha256", b"ed25519-sha256") or not isinstance(
+                self.private_key, kind):
+            raise ValueError(f"a {type(self.private_key).__name__} cannot sign as "
+                             f"{self.algorithm.decode()}")
+
     def sign(self, data: bytes) -> bytes:
-        if isinstance(self.private_key, Ed25519PrivateKey):
+        # By the algorithm, not isinstance (an ABC check, a microsecond or two a copy).
+        if self.algorithm == b"ed25519-sha256":
             # RFC 8463: Ed25519 signs the SHA-256 digest of the header data, not the data.
-            return self.private_key.sign(hashlib.sha256(data).digest())
-        return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            return cast(Ed25519PrivateKey, self.private_key).sign(hashlib.sha256(data).digest())
+        return cast(RSAPrivateKey, self.private_key).sign(data, _PKCS1, _SHA256)
 
 
 def load_key(path: str, selector: str) -> DkimKey:
@@ -181,24 +192,74 @@ def _header_end(message: bytes) -> int:
 
 
 _NAME_CHARS = bytes(range(0x21, 0x7F))  # what a field name is made of (RFC 5322 2.2)
+# Each raw field seen lately → (its name in lower case, its canonical form if signed, else
+# b""). The fields that are the same in every copy of an issue (From, Subject, Date, List-Id,
+# the MIME fields…) are worked out once per issue; cleared when full (readers' To fields).
+_FIELDS: dict[bytes, tuple[bytes, bytes]] = {}
+_FIELDS_MAX = 4096
 
 
-def _headers(block: bytes) -> list[tuple[bytes, bytes]]:
-    """(name, value) of each header field of a header block ending in CRLF, the value with
-    its folds as written; the same fields as dkimpy's `rfc822_parse`, by plain splitting."""
-    if not block.endswith(b"\r\n") or block.count(b"\n") != block.count(b"\r\n"):
-        return _dkimpy_headers(block)  # bare line ends: dkimpy's rules
-    headers: list[tuple[bytes, bytes]] = []
-    for line in block[:-2].split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + b"\r\n" + line)
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _NAME_CHARS):
-            return _dkimpy_headers(block)  # not a plain field: dkimpy's rules (or its error)
-        headers.append((name, value))
-    return headers
+def _fields(block: bytes) -> list[bytes] | None:
+    """The raw fields of a header block ending in CRLF, folds kept (a bare CR or LF stays in
+    its field: `_field` refuses it)."""
+    if not block.endswith(b"\r\n"):
+        return None
+    lines = block[:-2].split(b"\r\n")
+    if b"\r\n " not in block and b"\r\n\t" not in block:
+        return lines
+    fields: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _field(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(lower-case name, canonical field with CRLF if signed else b"") of one raw field; None
+    if it is not a plain "name: value" field on CRLF-ended lines (then dkimpy's parser
+    decides, or refuses)."""
+    known = _FIELDS.get(raw)
+    if known is not None:
+        return known
+    name, colon, value = raw.partition(b":")
+    if not colon or not name or name.translate(None, _NAME_CHARS):
+        return None
+    unfolded = value.replace(b"\r\n", b"")
+    if b"\r" in unfolded or b"\n" in unfolded:
+        return None  # a bare line end: dkimpy's parser splits there
+    lower = name.lower()
+    known = (lower, lower + b":" + _canonical_value(value) + b"\r\n" if lower in _SIGNED
+             else b"")
+    if len(_FIELDS) >= _FIELDS_MAX:
+        _FIELDS.clear()
+    _FIELDS[raw] = known
+    return known
+
+
+def _signed_fields(block: bytes) -> dict[bytes, list[bytes]]:
+    """The canonical form of each signed field of a header block, by lower-case name, in the
+    order they appear; the same fields and forms as dkimpy's parser and canonicalisation."""
+    fields = _fields(block)
+    if fields is not None:
+        present: dict[bytes, list[bytes]] = {}
+        for raw in fields:
+            known = _field(raw)
+            if known is None:
+                break
+            if known[1]:
+                present.setdefault(known[0], []).append(known[1])
+        else:
+            return present
+    # Bare line ends, or a line that is not a plain field: dkimpy's parser (or its error).
+    present = {}
+    for name, value in _dkimpy_headers(block):
+        lower = name.lower()
+        if lower in _SIGNED:
+            present.setdefault(lower, []).append(
+                lower + b":" + _canonical_value(value) + b"\r\n")
+    return present
 
 
 def _dkimpy_headers(block: bytes) -> list[tuple[bytes, bytes]]:
@@ -243,23 +304,25 @@ class DkimSigner:
         if body_hash is None:
             body = canonical_body(message[end + 2:])
             body_hash = base64.b64encode(hashlib.sha256(body).digest())
+        present = _signed_fields(message[:end])
         # Bottom-up: the last instance of a name is signed first (RFC 6376 5.4.2).
-        present: dict[bytes, list[bytes]] = {}
-        for name, value in _headers(message[:end]):
-            lower = name.lower()
-            if lower in _SIGNED:
-                present.setdefault(lower, []).append(
-                    lower + b":" + _canonical_value(value) + b"\r\n")
-        counts = tuple(len(present.get(name, ())) for name in SIGNED_HEADERS)
-        signed = b"".join(canonical for name in SIGNED_HEADERS
-                          for canonical in reversed(present.get(name, ())))
-        h_tag = self._h_tags.get(counts)
+        parts: list[bytes] = []
+        counts = []
+        for name in SIGNED_HEADERS:
+            found = present.get(name)
+            if found is None:
+                counts.append(0)
+            else:
+                counts.append(len(found))
+                parts.extend(reversed(found))
+        signed = b"".join(parts)
+        h_tag = self._h_tags.get(tuple(counts))
         if h_tag is None:
             # Once more than present (absent ones too): the empty instance stands for "no
             # further copy", so one added in transit breaks the signature.
             h_list = b":".join(name for name, count in zip(SIGNED_HEADERS, counts, strict=True)
                                for _ in range(count + 1))
-            h_tag = self._h_tags.setdefault(counts, _fold(b"h=", h_list))
+            h_tag = self._h_tags.setdefault(tuple(counts), _fold(b"h=", h_list))
         stamp = b"%d" % (int(time.time()) if timestamp is None else timestamp)
         tail = b";\r\n  " + h_tag + b";\r\n  bh=" + body_hash + b";\r\n  b="
         out = []

@@ -182,6 +182,11 @@ def test_headers_written_in_any_shape_sign_and_verify(keys):
     assert not dkim.verify(signed.replace(b"reader@", b"reaper@"), dnsfunc=dns)
     # Refolding and re-spacing in transit is harmless under relaxed canonicalisation.
     assert dkim.verify(signed.replace(b"with runs \r\n\t and", b"with runs and"), dnsfunc=dns)
+    # A bare line end splits fields where dkimpy's parser splits them.
+    bare = message.replace(b"X-Not-Signed:   anything  at all\r\n",
+                           b"X-Not-Signed: x\nReply-To: desk@riverside-water.example.org\r\n")
+    assert dkim.verify(signer.sign(bare), dnsfunc=dns)
+    assert not dkim.verify(signer.sign(bare).replace(b"desk@", b"dusk@"), dnsfunc=dns)
 
 
 def test_a_domain_or_selector_with_blanks_is_refused(keys):
