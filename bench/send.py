@@ -4,13 +4,20 @@
     .venv/bin/python bench/send.py -n 1000000 -m 2     # a million
     .venv/bin/python bench/send.py -n 10000 --pool 2   # SMTP connections per worker
     .venv/bin/python bench/send.py --confirmations 20  # + sign-up confirmation latency
-    .venv/bin/python bench/send.py --dkim              # DKIM off, then on: both rates
+    .venv/bin/python bench/send.py --dkim --rounds 2   # DKIM off, then on: both rates, ratio
 
 It creates its own database (missive_bench_<random>, dropped at the end), loads the readers
 with COPY, starts Postfix's smtp-sink on a free loopback port and the workers, triggers the send
 and waits until the last ledger row is recorded. It prints messages per second from trigger to
-last row, the audience snapshot time, and each worker's peak memory (VmHWM). Needs smtp-sink
-(Debian package postfix) and the PostgreSQL and Redis of the test suite.
+last row, the audience snapshot time, each worker's peak memory (VmHWM), and where the
+machine's CPU time went per message sent (the workers, smtp-sink, this database's PostgreSQL
+backends, and anything else running on the machine meanwhile: on a shared machine that last
+figure says how far to trust the rate). Needs smtp-sink (Debian package postfix) and the
+PostgreSQL and Redis of the test suite.
+
+With --dkim it runs whole sends with DKIM off and on (an RSA-2048 key), alternated --rounds
+times, each on its own database and workers, and prints both rates, their ratio (medians, and
+pair by pair) and the workers' CPU per message off and on.
 
 With --confirmations K, a reader signs up about once a second while the send runs (K in all):
 it prints how long each confirmation took from the sign-up to the SMTP server's acceptance
