@@ -1,17 +1,23 @@
 """DKIM signatures (RFC 6376, relaxed/relaxed) for every message Missive sends.
 
-dkimpy does the canonicalisation (its `Relaxed` helpers and header parser) and, in the tests, the
-verification. The signature itself is made here with `cryptography` (OpenSSL): dkimpy's RSA is
-Python's own big-integer arithmetic, about 8 ms a message against about 0.3 ms through OpenSSL,
-which is the difference between a hundred and thousands of signed messages a second. An optional
-second signature uses Ed25519-SHA256 (RFC 8463).
+dkimpy verifies in the tests. The signature itself is made here with `cryptography` (OpenSSL):
+dkimpy's RSA is Python's own big-integer arithmetic, about 8 ms a message against about 0.3 ms
+through OpenSSL, which is the difference between a hundred and thousands of signed messages a
+second. An optional second signature uses Ed25519-SHA256 (RFC 8463).
 
-Keys are loaded once per process (`signer()`). Relaxed header canonicalisation is cached by the
-raw header, so the headers that are the same in every copy of an issue (From, Subject, Date,
-List-Id, MIME-Version, Content-Type…) are canonicalised once per issue; only To, Message-ID and
+Canonicalisation follows dkimpy's rules byte for byte (the tests compare them, on random bodies
+too) but not its code for the common case: its regular expressions match every single space and
+run once per header field, which measured a millisecond per 30 KB body and about 100 µs per
+copy's header block; here plain bytes operations do it, and dkimpy's helpers only take the rare
+folded field, and its parser any header block that is not plain CRLF-ended "name: value" lines.
+
+Keys are loaded once per process (`signer()`). Canonical fields are remembered by their raw
+bytes, so the fields that are the same in every copy of an issue (From, Subject, Date, List-Id,
+MIME-Version, Content-Type…) are canonicalised once per issue; only To, Message-ID and
 List-Unsubscribe are canonicalised per reader. The body differs per reader (personal links), so
 its hash is per message, but a `BodyPlan` canonicalises an issue's constant body segments once
-and only the few short personal values per reader.
+and only the few short personal values per reader. What is left per copy is about 60 µs beside
+the RSA signature's 300 (bench/signing.py prints each step).
 
 Signed headers are oversigned: `h=` names each of them once more than the message has it, so a
 copy added in transit (a second List-Unsubscribe, a Reply-To) breaks the signature. No `l=`.
