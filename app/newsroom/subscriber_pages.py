@@ -19,7 +19,7 @@ from app.newsletters.models import Newsletter
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
-from app.subscribers import csvio
+from app.subscribers import csvio, erasure
 from app.subscribers import service as subscribers
 from app.subscribers.models import Subscriber
 from app.subscribers.schemas import SubscriberCreate, SubscriberUpdate, SubscriptionIn
@@ -30,7 +30,8 @@ router = APIRouter(prefix="/admin/subscribers", include_in_schema=False,
 
 PAGE = 50
 FILTER_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained", "manual")
-NOTICES = {"saved": "Saved.", "added": "Subscriber added.", "unsubscribed": "Unsubscribed."}
+NOTICES = {"saved": "Saved.", "added": "Subscriber added.", "unsubscribed": "Unsubscribed.",
+           "erased": "The subscriber is erased. Their address stays suppressed, as a hash."}
 
 
 def _actor(request: Request, viewer: Viewer) -> Actor:
@@ -220,3 +221,20 @@ def unsubscribe(request: Request, subscriber_id: DbId, viewer: EditorDep, sessio
     target = _newsletter(session, viewer, newsletter)
     subscribers.set_status(session, subscriber, target, "unsubscribed", _actor(request, viewer))
     return see_other(f"/admin/subscribers/{subscriber_id}?notice=unsubscribed")
+
+
+@router.get("/{subscriber_id}/erase", response_class=HTMLResponse)
+def confirm_erase(request: Request, subscriber_id: DbId, viewer: EditorDep,
+                  session: SessionDep) -> HTMLResponse:
+    """The confirmation step before an erasure, which cannot be undone."""
+    subscriber = _subscriber(session, viewer, subscriber_id)
+    return render(request, "subscriber_erase.html", {
+        "title": f"Erase {subscriber.email}?", "subscriber": subscriber})
+
+
+@router.post("/{subscriber_id}/erase")
+def erase(request: Request, subscriber_id: DbId, viewer: EditorDep,
+          session: SessionDep) -> Response:
+    subscriber = _subscriber(session, viewer, subscriber_id)
+    erasure.erase(session, subscriber.id, _actor(request, viewer))
+    return see_other("/admin/subscribers?notice=erased")
