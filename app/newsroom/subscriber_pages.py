@@ -19,7 +19,7 @@ from app.newsletters.models import Newsletter
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
-from app.subscribers import csvio, erasure
+from app.subscribers import csvio, erasure, imports
 from app.subscribers import service as subscribers
 from app.subscribers.models import Subscriber
 from app.subscribers.schemas import SubscriberCreate, SubscriberUpdate, SubscriptionIn
@@ -152,6 +152,7 @@ def import_csv(
     newsletter: Annotated[str, Form(max_length=64)] = "",
     pending: Annotated[bool, Form()] = False,
 ) -> Response:
+    """Store the file and hand it to a worker; the import page follows its progress."""
     target = _newsletter(session, viewer, newsletter) if newsletter else None
     context = _list_context(session, viewer, newsletter="", status="", q="", cursor=None)
     if target is None:
@@ -161,15 +162,28 @@ def import_csv(
         context["import_error"] = "The file is too large."
         return render(request, "subscribers.html", context, status_code=413)
     try:
-        report = csvio.import_csv(session, file.file, newsletter=target,
-                                  status="pending" if pending else "active",
-                                  source=f"csv-import:web:{viewer.user.email}"[:200])
+        with session.begin_nested():
+            job = imports.start(session, file.file, newsletter=target,
+                                filename=file.filename or "", pending=pending,
+                                created_by=f"web:{viewer.user.email}")
     except AppError as exc:
         context["import_error"] = str(exc.detail)
-        return render(request, "subscribers.html", context, status_code=422)
-    context["report"] = report.as_dict()
-    context["report_newsletter"] = target
-    return render(request, "subscribers.html", context)
+        return render(request, "subscribers.html", context, status_code=exc.status_code)
+    return see_other(f"/admin/subscribers/imports/{job.id}")
+
+
+@router.get("/imports/{job_id}", response_class=HTMLResponse)
+def show_import(request: Request, job_id: DbId, viewer: ViewerDep,
+                session: SessionDep) -> HTMLResponse:
+    """An import's progress while a worker runs it (the page refreshes itself), then its
+    counts and every line that had a problem."""
+    job = imports.get(session, job_id)
+    viewer.require_newsletter(job.newsletter_id)
+    percent = round(100 * job.bytes_done / job.size_bytes) if job.size_bytes else 100
+    return render(request, "subscriber_import.html", {
+        "title": f"Import into {job.newsletter.name}", "job": job,
+        "finished": job.status in ("done", "failed"), "percent": min(percent, 100),
+        "rows_done": job.created + job.updated + job.error_count})
 
 
 @router.get("/{subscriber_id}", response_class=HTMLResponse)

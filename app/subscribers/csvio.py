@@ -191,6 +191,7 @@ def import_csv(
     source: str = "csv-import",
     checkpoint: Callable[[], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    report: ImportReport | None = None,
 ) -> ImportReport:
     """Import subscribers from a CSV byte stream (header `email,name,…`) onto `newsletter`.
 
@@ -201,11 +202,12 @@ def import_csv(
     moved out of `unsubscribed`: a reader who said stop stays stopped. A row that fails is
     reported with the line it starts on and the rest go in.
     `checkpoint` is called after each batch (the caller commits there); `progress` gets the
-    number of bytes read so far.
+    number of bytes read so far. A `report` given is filled in as the import goes (for a
+    caller that records progress at each checkpoint).
     """
     if status not in ("active", "pending"):
         raise Invalid("status must be 'active' or 'pending'")
-    report = ImportReport()
+    report = report if report is not None else ImportReport()
     for batch in _batches(stream, report):
         batch = _without_erased(session, batch, report)
         if batch:
