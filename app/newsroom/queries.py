@@ -18,6 +18,7 @@ from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.validation import erased_key
 
 Scope = frozenset[int] | None
 
@@ -198,7 +199,9 @@ def suppression_page(session: Session, *, email: str | None, before_id: int | No
                      limit: int) -> tuple[list[Suppression], int | None]:
     stmt = select(Suppression).order_by(Suppression.id.desc()).limit(limit + 1)
     if email:
-        stmt = stmt.where(Suppression.email_key == email.strip().lower())
+        key = email.strip().lower()
+        # An erased address is suppressed under its hash: the editor finds it by the address.
+        stmt = stmt.where(Suppression.email_key.in_([key, erased_key(key)]))
     if before_id:
         stmt = stmt.where(Suppression.id < before_id)
     rows = list(session.scalars(stmt))

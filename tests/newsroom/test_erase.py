@@ -108,6 +108,9 @@ def test_erase_from_the_newsroom_forgets_the_address_and_keeps_it_suppressed(
     assert {k: counts_after[k] for k in ("total", "sent", "bounced", "hard_bounces")} == {
         k: counts_before[k] for k in ("total", "sent", "bounced", "hard_bounces")}
     assert editor.get(f"/admin/subscribers/{reader_id}").status_code == 404
+    # The suppression is found by the address, though only its hash is stored.
+    found = editor.get("/admin/bounces", params={"email": ADDRESS.upper()})
+    assert "erased by web:editor" in found.text and "(erased address)" in found.text
     assert "stays@example.org" in editor.get("/admin/subscribers").text
 
     # A later import reports the address as suppressed and stores nothing of it.
