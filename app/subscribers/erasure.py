@@ -5,7 +5,8 @@ browsers); the records of confirmation, welcome and test mails; the address wher
 a delivery's server reply or a suppression holds it. What stays: a suppression keyed by a hash
 of the address (so an import, an API call or a sign-up of it is refused or ignored as for any
 suppressed address), and a nameless subscriber row with its subscriptions (now unsubscribed) and
-deliveries, so the counts of issues already sent stay right.
+deliveries, so the counts of issues already sent stay right (a reader nothing was sent to
+goes whole, subscriptions and all).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def erase(session: Session, subscriber_id: int, actor: Actor) -> None:
     subscriber.name, subscriber.attributes = "", {}
     session.flush()
     session.expire_all()
+
 
 def erase_address(session: Session, address: str, actor: Actor) -> bool:
     """Erase the subscriber with this address, or, when there is none, what else holds it.
