@@ -113,6 +113,19 @@ def test_erase_from_the_newsroom_forgets_the_address_and_keeps_it_suppressed(
     assert "erased by web:editor" in found.text and "(erased address)" in found.text
     assert "stays@example.org" in editor.get("/admin/subscribers").text
 
+    # Late reports about the erased reader still count, without storing the address again.
+    from app.bounces import service as bounces
+    from app.bounces.events import BounceEvent
+    from app.sending.models import Delivery
+
+    theirs = db.scalars(select(Delivery).where(Delivery.subscriber_id == reader_id)).one()
+    for delivery in (theirs, None):
+        bounces.apply(db, BounceEvent(kind="hard", recipient=ADDRESS, status="5.1.1",
+                                      diagnostic=f"550 <{ADDRESS}> gone", source="dsn"),
+                      delivery)
+    db.commit()
+    assert _places_holding(db, ADDRESS) == []
+
     # A later import reports the address as suppressed and stores nothing of it.
     csv_body = f"email,name\n{ADDRESS.upper()},Erin Again\nnew@example.org,New\n".encode()
     report = csvio.import_csv(db, io.BytesIO(csv_body), newsletter=newsletter)
