@@ -17,7 +17,13 @@ from app.db import utcnow
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
-from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.subscribers.models import (
+    ConsentEvent,
+    ImportJob,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
 from app.validation import erased_key
 
 Scope = frozenset[int] | None
@@ -208,3 +214,11 @@ def suppression_page(session: Session, *, email: str | None, before_id: int | No
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more and rows else None)
+
+
+def recent_imports(session: Session, scope: Scope, *, limit: int = 5) -> Sequence[ImportJob]:
+    """The latest CSV imports into the newsletters the user sees, newest first."""
+    stmt = select(ImportJob).order_by(ImportJob.id.desc()).limit(limit)
+    if scope is not None:
+        stmt = stmt.where(ImportJob.newsletter_id.in_(scope))
+    return session.scalars(stmt).all()

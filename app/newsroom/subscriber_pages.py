@@ -71,7 +71,7 @@ def _list_context(session: SessionDep, viewer: Viewer, *, newsletter: str, statu
             item.subscriptions = [s for s in item.subscriptions if s.newsletter in slugs]
     return {"title": "Subscribers", "items": items, "next_cursor": page.next_cursor,
             "newsletter": newsletter, "status": status, "q": q, "newsletters": visible,
-            "statuses": FILTER_STATUSES}
+            "statuses": FILTER_STATUSES, "imports": queries.recent_imports(session, viewer.scope)}
 
 
 @router.get("", response_class=HTMLResponse)

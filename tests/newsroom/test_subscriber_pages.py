@@ -99,6 +99,8 @@ def test_csv_import_runs_in_a_worker_and_reports_the_bad_line(signed_in, newslet
     done = wait_until(lambda: (p := editor.get(job_page).text) and "data-finished" in p and p,
                       timeout=60, what="the import to finish")
     assert '<meta http-equiv="refresh"' not in done
+    # The subscribers page leads back to it.
+    assert f'href="{job_page}"' in editor.get("/admin/subscribers").text
     report = done[done.index('id="import-report"'):]
     assert "3 rows done: 2 created" in report and "1 line with errors" in report
     assert re.search(r"<td>3</td><td>[^<]*invalid email", report)
@@ -177,6 +179,8 @@ def test_scope_and_roles(signed_in, newsletter, other_newsletter, db):
                                  created_by="tests")
     db.commit()
     assert limited.get(f"/admin/subscribers/imports/{their_import.id}").status_code == 404
+    assert f"/admin/subscribers/imports/{their_import.id}" not in limited.get(
+        "/admin/subscribers").text
     r = limited.post("/admin/subscribers/import", data={
         "csrf_token": token, "newsletter": "river-notes"},
         files={"file": ("empty.csv", b"", "text/csv")})
