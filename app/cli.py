@@ -376,6 +376,21 @@ def subscribers_import(
                f"kept unsubscribed {report.kept_unsubscribed}, errors {report.error_count}")
 
 
+@subscribers_app.command("erase")
+@friendly
+def subscribers_erase(email: Annotated[str, typer.Argument(help="the address to erase")]) -> None:
+    """Erase a reader: personal data removed, the address kept only as a hash on the
+    suppression list so it is not imported or signed up again."""
+    from app.db import session_scope
+    from app.subscribers import erasure
+    from app.subscribers.service import Actor
+
+    with session_scope() as session:
+        had_subscriber = erasure.erase_address(session, email, Actor(source="cli"))
+    typer.echo("erased" if had_subscriber else
+               "no subscriber has this address; it is suppressed (as a hash) from now on")
+
+
 @subscribers_app.command("export")
 @friendly
 def subscribers_export(

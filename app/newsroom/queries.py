@@ -17,7 +17,14 @@ from app.db import utcnow
 from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
-from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.subscribers.models import (
+    ConsentEvent,
+    ImportJob,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
+from app.validation import erased_key
 
 Scope = frozenset[int] | None
 
@@ -198,10 +205,20 @@ def suppression_page(session: Session, *, email: str | None, before_id: int | No
                      limit: int) -> tuple[list[Suppression], int | None]:
     stmt = select(Suppression).order_by(Suppression.id.desc()).limit(limit + 1)
     if email:
-        stmt = stmt.where(Suppression.email_key == email.strip().lower())
+        key = email.strip().lower()
+        # An erased address is suppressed under its hash: the editor finds it by the address.
+        stmt = stmt.where(Suppression.email_key.in_([key, erased_key(key)]))
     if before_id:
         stmt = stmt.where(Suppression.id < before_id)
     rows = list(session.scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more and rows else None)
+
+
+def recent_imports(session: Session, scope: Scope, *, limit: int = 5) -> Sequence[ImportJob]:
+    """The latest CSV imports into the newsletters the user sees, newest first."""
+    stmt = select(ImportJob).order_by(ImportJob.id.desc()).limit(limit)
+    if scope is not None:
+        stmt = stmt.where(ImportJob.newsletter_id.in_(scope))
+    return session.scalars(stmt).all()

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from app.auth.deps import TokenDep
 from app.db import DbId, SessionDep, session_scope
 from app.newsletters import service as newsletters
-from app.subscribers import csvio, service
+from app.subscribers import csvio, erasure, service
 from app.subscribers.schemas import (
     SubscriberCreate,
     SubscriberOut,
@@ -156,5 +156,9 @@ def update_subscriber(
 
 
 @router.delete("/{subscriber_id:int}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_subscriber(subscriber_id: DbId, session: SessionDep, _: TokenDep) -> None:
-    service.delete_subscriber(session, subscriber_id)
+def erase_subscriber(
+    subscriber_id: DbId, request: Request, session: SessionDep, token: TokenDep
+) -> None:
+    """Erase the subscriber: personal data removed, the address kept only as a hash on the
+    suppression list so it is not stored again; counts of sent issues unchanged."""
+    erasure.erase(session, subscriber_id, _actor(request, token.name))

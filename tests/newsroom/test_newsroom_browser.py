@@ -170,7 +170,9 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
             "buffer": b"email,name\nnew1@example.org,New One\nnot-an-address,Bad\n"
                       b"new2@example.org,New Two\n"}])
         page.get_by_role("button", name="Import").click()
-        report = page.locator("#import-report")
+        # A worker imports it; the import page refreshes itself until it is done.
+        report = page.locator("#import-report[data-finished]")
+        report.wait_for(timeout=60_000)
         assert "2 created" in report.inner_text()
         assert "1 line with errors" in report.inner_text()
         assert report.locator("td").first.inner_text() == "3"
