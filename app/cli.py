@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.config import ConfigError, get_settings
+from app.config import SERVED_URL_FILE, ConfigError, get_settings
 from app.errors import AppError
 from app.mail.urls import MaildirConfig
 
@@ -71,6 +71,14 @@ def friendly(fn: F) -> F:
 # --- processes -------------------------------------------------------------------------------
 
 
+def _load_signing_keys() -> None:
+    """Load the DKIM keys before serving: a bad key stops the start with one line, rather than
+    failing the first mail."""
+    from app.mail import signing
+
+    signing.signer()
+
+
 @app.command()
 @friendly
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -80,6 +88,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     from app.ops import logs
 
     logs.configure("web", get_settings().log_format)
+    _load_signing_keys()
     # Logging is ours (log_config=None); forwarded headers are believed only from
     # MISSIVE_TRUSTED_PROXIES, in the app (uvicorn's own default would trust 127.0.0.1).
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
@@ -93,6 +102,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1)] = 2) -> None:
     from app import worker_processes
 
     get_settings()
+    _load_signing_keys()
     raise typer.Exit(worker_processes.run(concurrency))
 
 
@@ -152,10 +162,23 @@ def _run_together(host: str, port: int, concurrency: int) -> None:
 def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Migrate, load the sample newsletter, make an editor token, print where to look, and run."""
     base = f"http://{host}:{port}"
+    served: Path | None = None
     if "MISSIVE_BASE_URL" not in os.environ:
-        # Links in the mails must point at this server; the children inherit the setting.
+        # Links in the mails must point at this server; the children inherit the setting,
+        # and commands run in another shell read it from var/ (app/config.py, served_url).
         os.environ["MISSIVE_BASE_URL"] = base
         get_settings.cache_clear()
+        served = get_settings().var_dir / SERVED_URL_FILE
+        served.parent.mkdir(parents=True, exist_ok=True)
+        served.write_text(base + "\n", encoding="utf-8")
+    try:
+        _quickstart(host, port, base)
+    finally:
+        if served is not None:
+            served.unlink(missing_ok=True)
+
+
+def _quickstart(host: str, port: int, base: str) -> None:
     _upgrade()
     from app import demo
     from app.auth import service as auth
@@ -172,6 +195,9 @@ def quickstart(host: str = "127.0.0.1", port: int = 8000) -> None:
     mail = get_settings().mail
     outbox = mail.path if isinstance(mail, MaildirConfig) else '(SMTP: see MISSIVE_MAIL_URL)'
     out = Console(soft_wrap=True)
+    if get_settings().base_url != base:
+        out.print(f"Note: MISSIVE_BASE_URL is {get_settings().base_url}; links in mails and "
+                  f"the ones below that are not on {base} point there.", highlight=False)
     auth_header = f"-H 'Authorization: Bearer {token}'"
     out.print(f"""
 [bold]Missive is starting[/bold] (embedded: SQLite, filesystem queue, Maildir outbox)
@@ -348,6 +374,21 @@ def subscribers_import(
         err.print(f"… and {report.error_count - len(report.errors)} more errors")
     typer.echo(f"created {report.created}, updated {report.updated}, "
                f"kept unsubscribed {report.kept_unsubscribed}, errors {report.error_count}")
+
+
+@subscribers_app.command("erase")
+@friendly
+def subscribers_erase(email: Annotated[str, typer.Argument(help="the address to erase")]) -> None:
+    """Erase a reader: personal data removed, the address kept only as a hash on the
+    suppression list so it is not imported or signed up again."""
+    from app.db import session_scope
+    from app.subscribers import erasure
+    from app.subscribers.service import Actor
+
+    with session_scope() as session:
+        had_subscriber = erasure.erase_address(session, email, Actor(source="cli"))
+    typer.echo("erased" if had_subscriber else
+               "no subscriber has this address; it is suppressed (as a hash) from now on")
 
 
 @subscribers_app.command("export")

@@ -24,6 +24,18 @@ from app.mail.urls import MailboxConfig, MaildirConfig, SmtpConfig, parse_imap_u
 _URL_SETTINGS = ("database_url", "broker_url", "redis_url")
 
 
+SERVED_URL_FILE = "served-url"
+
+
+def served_url(var_dir: Path) -> str | None:
+    """The base URL `missive quickstart` serves this var folder on, while it runs."""
+    try:
+        text = (var_dir / SERVED_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if urlsplit(text).scheme in ("http", "https") and "\n" not in text else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MISSIVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -57,6 +69,8 @@ class Settings(BaseSettings):
     # How long after unsubscribing the reader may undo it from the page; later, they sign up
     # again with double opt-in (the link is in every issue they forward).
     unsubscribe_undo_hours: int = Field(default=24, ge=0)
+    # How long an issue's preview link (the sample reader's copy, no token) keeps working.
+    preview_link_days: int = Field(default=7, ge=1, le=365)
     # Request bodies: a JSON document or form, a CSV import, one raw message (a bounce report).
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_csv_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
@@ -128,6 +142,10 @@ class Settings(BaseSettings):
         parse_mail_url(self.mail_url)
         if self.bounce_imap_url.get_secret_value():
             parse_imap_url(self.bounce_imap_url)
+        if "base_url" not in self.model_fields_set and self.embedded:
+            # `missive quickstart` (make run) notes the address it serves on, so that the
+            # commands run beside it (`missive issue create`) print links that open.
+            self.base_url = served_url(self.var_dir) or self.base_url
         self.base_url = self.base_url.rstrip("/")
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
@@ -138,7 +156,24 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"MISSIVE_TRUSTED_PROXIES: {proxy!r} is not an IP address or "
                                  "CIDR network") from exc
+        self._check_dkim()
         return self
+
+    def _check_dkim(self) -> None:
+        """Half a DKIM configuration would send every mail unsigned without a word: refuse it."""
+        rsa = {"MISSIVE_DKIM_DOMAIN": self.dkim_domain, "MISSIVE_DKIM_SELECTOR": self.dkim_selector,
+               "MISSIVE_DKIM_PRIVATE_KEY_PATH": self.dkim_private_key_path}
+        ed = {"MISSIVE_DKIM_ED25519_SELECTOR": self.dkim_ed25519_selector,
+              "MISSIVE_DKIM_ED25519_PRIVATE_KEY_PATH": self.dkim_ed25519_private_key_path}
+        for group in (rsa, ed):
+            missing = [name for name, value in group.items() if not value]
+            if missing and len(missing) < len(group):
+                given = [name for name in group if name not in missing]
+                raise ValueError(f"DKIM is half configured: {', '.join(given)} set but "
+                                 f"{', '.join(missing)} not")
+        if any(ed.values()) and not all(rsa.values()):
+            raise ValueError("MISSIVE_DKIM_ED25519_* needs MISSIVE_DKIM_DOMAIN, "
+                             "MISSIVE_DKIM_SELECTOR and MISSIVE_DKIM_PRIVATE_KEY_PATH too")
 
     @field_serializer(*_URL_SETTINGS)
     def _dump_without_password(self, url: str) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import models  # noqa: F401  (every table registered before the first query)
@@ -62,6 +65,35 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route that matched the path; Allow
+        # should name every method the path has (GET and POST on /api/v1/issues are two routes).
+        allowed = _documented_methods(request.app, request.url.path)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    return await http_exception_handler(
+        request, StarletteHTTPException(exc.status_code, exc.detail, headers=headers))
+
+
+def _documented_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives the path template matching `path`."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi()["paths"].items():
+            regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{regex}$"), sorted(m.upper() for m in operations)))
+        table.sort(key=lambda entry: entry[0].pattern.count("[^/]+"))  # /issues/next first
+        app.state.allow = table
+    for pattern, methods in table:
+        if pattern.match(path):
+            return methods
+    return []
+
+
 def create_app() -> FastAPI:
     settings = get_settings()  # refuse to start on a configuration that cannot work
     app = FastAPI(
@@ -74,6 +106,7 @@ def create_app() -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(newsletters_router)
     app.include_router(subscribers_router)
     app.include_router(signup_router)

@@ -11,7 +11,14 @@ from app.newsroom.models import UserNewsletter, UserSession
 from app.ops.models import MetricCounter, StatusTally
 from app.ratelimit import RateCounter
 from app.sending.models import Delivery, Send
-from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.subscribers.models import (
+    ConsentEvent,
+    ImportJob,
+    ImportJobPart,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
 
 __all__ = [
     "ApiToken",
@@ -21,6 +28,8 @@ __all__ = [
     "Delivery",
     "EditionAlert",
     "FeedItemUse",
+    "ImportJob",
+    "ImportJobPart",
     "Issue",
     "MetricCounter",
     "Newsletter",

@@ -24,8 +24,11 @@ _JOBS_KEY = "missive_jobs"
 REQUEST_ID_HEADER = "missive_request_id"
 BULK_QUEUE = "missive"
 TRANSACTIONAL_QUEUE = "transactional"
+# A newsroom CSV import goes there too: an editor watches its page, and on the bulk queue it
+# would wait behind drain tasks that hold every slot for as long as a send lasts. It takes one
+# of the transactional worker's threads; the others go on mailing.
 TRANSACTIONAL_TASKS = ("missive.send_confirmations", "missive.send_welcome", "missive.send_test",
-                       "missive.mail_edition_alert")
+                       "missive.mail_edition_alert", "missive.import_subscribers")
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Any
@@ -58,6 +59,15 @@ def normalise_email(raw: str) -> str:
 def email_key(email: str) -> str:
     """The case-insensitive identity of an address."""
     return email.lower()
+
+
+ERASED_KEY_PREFIX = "sha256:"
+
+
+def erased_key(key: str) -> str:
+    """What stands for an erased address on the suppression list: a hash of its key, so the
+    address is recognised when it comes back without being stored in the clear."""
+    return ERASED_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
 def clean_text(value: Any, *, field: str, max_length: int) -> str:

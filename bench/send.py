@@ -4,13 +4,20 @@
     .venv/bin/python bench/send.py -n 1000000 -m 2     # a million
     .venv/bin/python bench/send.py -n 10000 --pool 2   # SMTP connections per worker
     .venv/bin/python bench/send.py --confirmations 20  # + sign-up confirmation latency
-    .venv/bin/python bench/send.py --dkim              # DKIM off, then on: both rates
+    .venv/bin/python bench/send.py --dkim --rounds 2   # DKIM off, then on: both rates, ratio
 
 It creates its own database (missive_bench_<random>, dropped at the end), loads the readers
 with COPY, starts Postfix's smtp-sink on a free loopback port and the workers, triggers the send
 and waits until the last ledger row is recorded. It prints messages per second from trigger to
-last row, the audience snapshot time, and each worker's peak memory (VmHWM). Needs smtp-sink
-(Debian package postfix) and the PostgreSQL and Redis of the test suite.
+last row, the audience snapshot time, each worker's peak memory (VmHWM), and where the
+machine's CPU time went per message sent (the workers, smtp-sink, this database's PostgreSQL
+backends, and anything else running on the machine meanwhile: on a shared machine that last
+figure says how far to trust the rate). Needs smtp-sink (Debian package postfix) and the
+PostgreSQL and Redis of the test suite.
+
+With --dkim it runs whole sends with DKIM off and on (an RSA-2048 key), alternated --rounds
+times, each on its own database and workers, and prints both rates, their ratio (medians, and
+pair by pair) and the workers' CPU per message off and on.
 
 With --confirmations K, a reader signs up about once a second while the send runs (K in all):
 it prints how long each confirmation took from the sign-up to the SMTP server's acceptance
@@ -53,6 +60,68 @@ def peak_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process, in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, over all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    total = sum(values) / os.sysconf("SC_CLK_TCK")
+    idle = (values[3] + values[4]) / os.sysconf("SC_CLK_TCK")  # idle and iowait
+    return total - idle, total
+
+
+def backends(dbname: str) -> list[int]:
+    """PostgreSQL's server processes serving the bench database (by their process title)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and f" {dbname} ".encode() in title:
+                out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes from a start, sampled as the run goes (a
+    process that ends between two samples loses its last half second, no more)."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.group: dict[int, str] = {}
+        self.busy0 = machine_busy()
+
+    def sample(self, groups: dict[str, list[int]]) -> None:
+        for name, pids in groups.items():
+            for pid in pids:
+                used = cpu_seconds(pid)
+                if used is None:
+                    continue
+                self.first.setdefault(pid, used)
+                self.last[pid] = used
+                self.group[pid] = name
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, used in self.last.items():
+            name = self.group[pid]
+            out[name] = out.get(name, 0.0) + used - self.first[pid]
+        busy, total = machine_busy()
+        out["machine busy"] = busy - self.busy0[0]
+        out["machine all"] = total - self.busy0[1]
+        return out
 
 
 def descendants(pid: int) -> list[int]:
@@ -221,6 +290,16 @@ def main() -> int:
                 raise SystemExit("workers did not start; see " + str(var))
             time.sleep(0.2)
 
+        sink = procs[0]
+
+        def groups() -> dict[str, list[int]]:
+            return {"workers": [pid for proc in workers
+                                for pid in [proc.pid, *descendants(proc.pid)]],
+                    "smtp-sink": [sink.pid, *descendants(sink.pid)],
+                    "postgres": backends(dbname)}
+
+        meter = CpuMeter()
+        meter.sample(groups())
         started = time.perf_counter()
         with session_scope() as session:
             send = sending.schedule(session, issue_id, at=None, next_cadence_slot=False,
@@ -238,12 +317,15 @@ def main() -> int:
             for proc in workers:
                 for pid in [proc.pid, *descendants(proc.pid)]:
                     peaks[pid] = max(peaks.get(pid, 0), peak_kib(pid))
+            meter.sample(groups())
             with session_scope() as session:
                 report = sending.report(session, sending.get(session, send_id))
             if report["status"] not in ("scheduled", "running"):
                 break
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
+        meter.sample(groups())
+        cpu = meter.totals()
         latencies = confirmation_latencies(probes)
         done = report["sent"] + report["failed"] + report["skipped"]
         out = io.StringIO()
@@ -254,6 +336,13 @@ def main() -> int:
         out.write(f"audience snapshot    {report['snapshot_seconds']:.2f}s "
                   f"(taken by a worker; the trigger call took {triggered:.2f}s)\n")
         out.write(f"end to end           {elapsed:.1f}s  →  {done / elapsed:,.0f} messages/s\n")
+        # Where the machine's time went, per message sent: what a signature adds shows here.
+        per = 1e6 / max(done, 1)
+        known = cpu["workers"] + cpu["smtp-sink"] + cpu["postgres"]
+        out.write(f"CPU per message      workers {cpu['workers'] * per:,.0f} µs, smtp-sink "
+                  f"{cpu['smtp-sink'] * per:,.0f} µs, postgres {cpu['postgres'] * per:,.0f} µs, "
+                  f"anything else {(cpu['machine busy'] - known) * per:,.0f} µs; machine "
+                  f"{cpu['machine busy'] / max(cpu['machine all'], 1e-9):.0%} busy\n")
         worker_peaks = sorted(peaks.values(), reverse=True)
         out.write("worker peak memory   " + ", ".join(f"{k / 1024:.0f} MiB"
                                                        for k in worker_peaks if k) + "\n")
@@ -307,6 +396,9 @@ def compare_dkim(rounds: int) -> int:
         at = argv.index("--rounds")
         del argv[at:at + 2]
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    # CPU µs per message of the bench's own processes: workers, and all of them.
+    worker_cpu: dict[str, list[float]] = {"off": [], "on": []}
+    own_cpu: dict[str, list[float]] = {"off": [], "on": []}
     try:
         for _ in range(rounds):
             for mode, extra in (("off", []), ("on", ["--dkim-key", str(key_file)])):
@@ -319,11 +411,29 @@ def compare_dkim(rounds: int) -> int:
                     print(done.stderr[-2000:], file=sys.stderr)
                     return 1
                 rates[mode].append(float(found[1].replace(",", "")))
+                cpu = re.search(r"CPU per message\s+workers ([\d,]+) µs, smtp-sink ([\d,]+) µs, "
+                                r"postgres ([\d,]+) µs", done.stdout)
+                if cpu:
+                    used = [float(x.replace(",", "")) for x in cpu.groups()]
+                    worker_cpu[mode].append(used[0])
+                    own_cpu[mode].append(sum(used))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    pairs = [b / a for a, b in zip(rates["off"], rates["on"], strict=True)]
     print(f"DKIM off {off:,.0f} messages/s, on {on:,.0f} messages/s: signed at {on / off:.0%} "
-          f"of the unsigned rate (median of {rounds} alternated pair(s))")
+          f"of the unsigned rate (medians of {rounds} alternated pair(s); pair by pair "
+          + ", ".join(f"{p:.0%}" for p in pairs) + ")")
+    if worker_cpu["off"] and worker_cpu["on"]:
+        w_off, w_on = statistics.median(worker_cpu["off"]), statistics.median(worker_cpu["on"])
+        o_off, o_on = statistics.median(own_cpu["off"]), statistics.median(own_cpu["on"])
+        print(f"worker CPU per message: {w_off:,.0f} µs off, {w_on:,.0f} µs on "
+              f"(+{w_on - w_off:,.0f} µs for signing)")
+        # The machine's cores are all busy in both runs, so with nothing else running the
+        # rates would go as the inverse of the bench's own CPU per message.
+        print(f"the bench's own CPU per message (workers, smtp-sink, postgres): {o_off:,.0f} µs "
+              f"off, {o_on:,.0f} µs on: on a machine of its own, signed at about "
+              f"{o_off / o_on:.0%} of the unsigned rate")
     return 0
 
 

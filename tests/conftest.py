@@ -203,7 +203,8 @@ def _reset_caches() -> None:
 
 
 # Children before parents, so plain DELETEs never trip a foreign key.
-TABLES = ("feed_item_uses", "edition_alerts", "bounces", "messages", "deliveries", "sends",
+TABLES = ("import_job_parts", "import_jobs", "feed_item_uses", "edition_alerts", "bounces",
+          "messages", "deliveries", "sends",
           "consent_events", "subscriptions", "suppressions", "subscribers", "api_tokens",
           "user_sessions", "user_newsletters", "users", "issues", "newsletters", "rate_counters",
           # Last: deleting the rows above writes their tallies.

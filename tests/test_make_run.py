@@ -119,4 +119,26 @@ def test_make_run_serves_sign_up_confirm_and_api(embedded):
     archive = httpx.get(f"{base}/archive/alliance-digest")
     assert archive.status_code == 200 and "Vol 2.22" in archive.text
     assert (folder / "var" / "missive.db").exists()
+    _links_follow_the_port(base, folder, log)
+
+
+def _links_follow_the_port(base: str, folder: Path, log: Path) -> None:
+    """`PORT=… make run`, then `missive issue create` in another shell: every link printed
+    opens on that port, and the issue's images load from it (one server for both checks)."""
+    links = re.findall(r"https?://\S+", log.read_text())
+    assert links and all(link.startswith(base) for link in links), links
+    (folder / "issue.yaml").write_text(
+        "newsletter: alliance-digest\nvolume: 3\nnumber: 1\nstories: [{headline: Pipes}]\n"
+        "hero_image: {url: /static/samples/alliance-digest-2.22-hero.png, alt: A river}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIVE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    created = subprocess.run([sys.executable, "-m", "app.cli", "issue", "create", "issue.yaml"],
+                             cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    preview = re.search(r"preview: (\S+)", created.stdout).group(1)
+    assert preview.startswith(base)
+    page = httpx.get(preview)
+    (hero,) = [src for src in re.findall(r'<img[^>]* src="([^"]+)"', page.text)
+               if "alliance-digest-2.22-hero" in src]
+    assert hero.startswith(base) and httpx.get(hero).status_code == 200
 

@@ -65,6 +65,20 @@ def test_embedded_default_is_a_maildir(fresh_settings, tmp_path: Path):
     assert get_settings().mail == MaildirConfig(tmp_path.resolve() / "outbox")
 
 
+def test_commands_beside_make_run_use_the_url_it_serves_on(fresh_settings, tmp_path: Path):
+    for name in ("MISSIVE_DATABASE_URL", "MISSIVE_BASE_URL"):
+        fresh_settings.delenv(name, raising=False)
+    fresh_settings.setenv("MISSIVE_VAR_DIR", str(tmp_path))
+    assert get_settings().base_url == "http://127.0.0.1:8000"
+    (tmp_path / "served-url").write_text("http://127.0.0.1:8100\n")
+    get_settings.cache_clear()
+    assert get_settings().base_url == "http://127.0.0.1:8100"
+    # A configured base URL always wins.
+    fresh_settings.setenv("MISSIVE_BASE_URL", "https://news.example.org")
+    get_settings.cache_clear()
+    assert get_settings().base_url == "https://news.example.org"
+
+
 @pytest.mark.parametrize(("name", "value", "says"), [
     ("MISSIVE_MAIL_URL", "ftp://mail.example.org", "scheme 'ftp'"),
     ("MISSIVE_MAIL_URL", "smtp://mail.example.org?tls=maybe", "tls='maybe'"),
@@ -78,6 +92,10 @@ def test_embedded_default_is_a_maildir(fresh_settings, tmp_path: Path):
     ("MISSIVE_BOUNCE_IMAP_URL", "imap://u:p@imap.example.org?tls=yes", "tls='yes'"),
     ("MISSIVE_SEND_BATCH", "lots", "MISSIVE_SEND_BATCH: "),
     ("MISSIVE_BASE_URL", "ftp://news.example.org", "MISSIVE_BASE_URL must be"),
+    ("MISSIVE_DKIM_DOMAIN", "news.example.org",
+     "half configured: MISSIVE_DKIM_DOMAIN set but MISSIVE_DKIM_SELECTOR, "
+     "MISSIVE_DKIM_PRIVATE_KEY_PATH not"),
+    ("MISSIVE_DKIM_ED25519_SELECTOR", "ed1", "MISSIVE_DKIM_ED25519_PRIVATE_KEY_PATH not"),
 ])
 def test_bad_settings_fail_at_load_with_one_line(fresh_settings, name, value, says):
     fresh_settings.setenv(name, value)
@@ -105,3 +123,18 @@ def test_processes_refuse_a_bad_mail_url_in_one_line(tmp_path: Path, command: li
     assert done.stderr.strip().splitlines() == [
         "missive: MISSIVE_MAIL_URL pool='-1' must be a number from 1 to 1000"]
     assert "smtp-pa55word" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker"]])
+def test_processes_refuse_a_bad_dkim_key_at_start(tmp_path: Path, command: list[str]):
+    not_a_key = tmp_path / "dkim.pem"
+    not_a_key.write_text("-----BEGIN PRIVATE KEY-----\nnot base64 at all\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MISSIVE_VAR_DIR": str(tmp_path / "var"),
+           "MISSIVE_DKIM_DOMAIN": "news.example.org", "MISSIVE_DKIM_SELECTOR": "s1",
+           "MISSIVE_DKIM_PRIVATE_KEY_PATH": str(not_a_key)}
+    env.pop("MISSIVE_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "app", *command], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"missive: the DKIM key {not_a_key} is not an unencrypted PEM private key"]

@@ -24,6 +24,7 @@ from app.sending import service as sending
 from app.sending import test_sends
 from app.sending.engine import BatchSender, Drainer, TransportBatcher
 from app.signup import service as signup
+from app.subscribers import imports
 from worker.celery_app import celery
 
 log = logging.getLogger("missive.worker")
@@ -62,6 +63,11 @@ def send_welcome(self: Task, subscription_id: int) -> None:
         lambda session, sub_id: signup.deliver_welcome(session, sub_id, transport()))
     if retry:
         raise self.retry(countdown=transactional.retry_delay(self.request.retries))
+
+
+@celery.task(name="missive.import_subscribers")
+def import_subscribers(job_id: int) -> None:
+    imports.run(job_id)
 
 
 @celery.task(name="missive.start_send")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from app.auth.models import ApiToken
 from app.auth.service import authenticate, record_use
@@ -68,6 +69,11 @@ def current_token(
 
 
 TokenDep = Annotated[ApiToken, Depends(current_token)]
+
+
+def token_scope(session: Session, token: ApiToken) -> frozenset[int] | None:
+    """The newsletters a token may see (None: all of them), for lists that filter by it."""
+    return scope_ids(session, token.user_id)
 
 
 def admin_token(token: TokenDep) -> ApiToken:

@@ -48,6 +48,7 @@ from app.mail.models import OutboundMessage
 from app.newsletters.models import Newsletter
 from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription
+from app.subscribers.repository import erased_keys
 from app.subscribers.service import Actor, set_status, suppress_key
 from app.subscribers.unsubscribe import Outcome, unsubscribe, unsubscribe_token_for
 
@@ -173,6 +174,12 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
     email_key = subscriber.email_key if subscriber else (
         message.email_key if message is not None else
         event.recipient.lower() if event.recipient else None)
+    diagnostic = event.diagnostic[:2000]
+    if (subscriber is not None and subscriber.email == "") or (
+            email_key is not None and erased_keys(session, [email_key])):
+        # A late report about an erased reader: it still counts, but their address is not
+        # stored again (it stays suppressed under its hash).
+        email_key, diagnostic = None, "(about an erased reader)"
     if delivery is not None and _already_recorded(session, delivery.id, event.kind):
         return "duplicate"
     if message is not None and _message_recorded(session, message, event.kind):
@@ -187,7 +194,7 @@ def apply(session: Session, event: BounceEvent, delivery: Delivery | None,
         kind=event.kind,
         reason=event.reason,
         status_code=event.status,
-        diagnostic=event.diagnostic[:2000],
+        diagnostic=diagnostic,
         source=event.source,
         message_id=(message.message_id if message is not None
                     else (event.message_id or "")[:255] or None),

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from app import fetcher
+from app import fetcher, media_links
 from app.config import get_settings
 from app.issues import markdown
 from app.issues.models import issue_label
@@ -42,7 +42,6 @@ log = logging.getLogger("missive.editions.pdf")
 
 PageSize = Literal["a4", "letter"]
 PAGE_SIZES: dict[str, str] = {"a4": "A4", "letter": "letter"}
-STATIC_DIR = (TEMPLATES_DIR.parent / "static").resolve()
 # Bumped when the print template or options change, so kept PDFs are made again.
 PRINT_VERSION = "1"
 MAX_IMAGES = 12
@@ -68,20 +67,22 @@ def _guarded_images_class() -> type[Any]:
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
     class GuardedImages(URLFetcher):  # type: ignore[misc]
-        """WeasyPrint's fetcher, narrowed: this server's /static files from disk, other
-        http(s) images through the guarded fetcher, at most MAX_IMAGES within a time budget;
-        else nothing (WeasyPrint leaves the image out and keeps going)."""
+        """WeasyPrint's fetcher, narrowed: this server's own files (/static, uploaded /media)
+        from disk, never over HTTP; other http(s) images through the guarded fetcher, at most
+        MAX_IMAGES within a time budget; else nothing (WeasyPrint leaves the image out and
+        keeps going)."""
 
         def __init__(self, base_url: str) -> None:
             super().__init__(timeout=IMAGE_SECONDS, allowed_protocols=("http", "https"),
                              allow_redirects=False, fail_on_errors=False)
-            self.static_prefix = base_url.rstrip("/") + "/static/"
+            self.base_url = base_url.rstrip("/")
             self.fetched = 0
             self.deadline = time.monotonic() + IMAGES_BUDGET_SECONDS
 
         def fetch(self, url: str, headers: Any = None) -> Any:
-            if url.startswith(self.static_prefix):
-                return self._static(url)
+            own = media_links.own_path(url, self.base_url)
+            if own is not None and own.startswith(("/static/", "/media/")):
+                return self._own(url, own)
             self.fetched += 1
             left = self.deadline - time.monotonic()
             if self.fetched > MAX_IMAGES or left <= 0:
@@ -91,11 +92,10 @@ def _guarded_images_class() -> type[Any]:
             return URLFetcherResponse(got.url, body=got.body,
                                       headers={"Content-Type": got.content_type})
 
-        def _static(self, url: str) -> Any:
-            relative = url[len(self.static_prefix):].split("?", 1)[0].split("#", 1)[0]
-            path = (STATIC_DIR / relative).resolve()
-            if not path.is_relative_to(STATIC_DIR) or not path.is_file():
-                raise ValueError(f"no static file {relative!r}")
+        def _own(self, url: str, own: str) -> Any:
+            path = media_links.local_file(own)
+            if path is None:
+                raise ValueError(f"no file {own[:200]!r} on this server")
             return URLFetcherResponse(url, body=path.read_bytes())
 
     return GuardedImages

@@ -114,24 +114,24 @@ def next_number(newsletter: str, session: SessionDep, _: TokenDep) -> NextNumber
     return service.next_number(session, newsletter)
 
 
-@router.get("/{issue_id}")
+@router.get("/{issue_id:int}")
 def get_issue(issue_id: DbId, session: SessionDep, _: TokenDep) -> IssueOut:
     return service.to_out(service.get(session, issue_id))
 
 
-@router.patch("/{issue_id}", openapi_extra=_body_doc(IssuePatch))
+@router.patch("/{issue_id:int}", openapi_extra=_body_doc(IssuePatch))
 def update_issue(issue_id: DbId, document: Document, session: SessionDep, _: TokenDep
                  ) -> IssueOut:
     """Change a draft: only the fields given change. 409 once it is scheduled or sent."""
     return service.to_out(service.update(session, issue_id, document))
 
 
-@router.delete("/{issue_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{issue_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_issue(issue_id: DbId, session: SessionDep, _: TokenDep) -> None:
     service.delete(session, issue_id)
 
 
-@router.get("/{issue_id}/checks")
+@router.get("/{issue_id:int}/checks")
 def check_issue(issue_id: DbId, session: SessionDep, _: TokenDep) -> CheckReport:
     """Pre-send checks: Gmail's 102 KB clipping, images without alt text, http:// links,
     empty stories, template variables left in the text."""
@@ -166,7 +166,7 @@ SubscriberId = Annotated[int | None, Query(ge=1, le=2**31 - 1,
                                            description="preview as this subscriber")]
 
 
-@router.get("/{issue_id}/preview", response_class=HTMLResponse)
+@router.get("/{issue_id:int}/preview", response_class=HTMLResponse)
 def preview_html(issue_id: DbId, session: SessionDep, _: PreviewAccess,
                  subscriber: SubscriberId = None) -> Response:
     """The HTML part exactly as sent, for a sample reader or for `subscriber` (an id)."""
@@ -174,7 +174,7 @@ def preview_html(issue_id: DbId, session: SessionDep, _: PreviewAccess,
     return HTMLResponse(service.message_part(message, "html"), headers=_PREVIEW_HEADERS)
 
 
-@router.get("/{issue_id}/preview.txt", response_class=PlainTextResponse)
+@router.get("/{issue_id:int}/preview.txt", response_class=PlainTextResponse)
 def preview_text(issue_id: DbId, session: SessionDep, _: PreviewAccess,
                  subscriber: SubscriberId = None) -> Response:
     """The text part exactly as sent."""
@@ -182,7 +182,7 @@ def preview_text(issue_id: DbId, session: SessionDep, _: PreviewAccess,
     return PlainTextResponse(service.message_part(message, "plain"), headers=_PREVIEW_HEADERS)
 
 
-@router.get("/{issue_id}/preview.eml")
+@router.get("/{issue_id:int}/preview.eml")
 def preview_message(issue_id: DbId, session: SessionDep, _: PreviewAccess,
                     subscriber: SubscriberId = None) -> Response:
     """The whole message, headers and both parts, as it would go to the mail server."""
@@ -192,7 +192,7 @@ def preview_message(issue_id: DbId, session: SessionDep, _: PreviewAccess,
     })
 
 
-@router.post("/{issue_id}/preview/revoke")
+@router.post("/{issue_id:int}/preview/revoke")
 def revoke_preview_links(issue_id: DbId, session: SessionDep, _: TokenDep) -> IssueOut:
     """Void every preview link given out for this issue; the answer carries a new one."""
     return service.to_out(service.revoke_preview_links(session, issue_id))

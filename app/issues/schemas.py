@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app import media_links
 from app.issues import markdown
 from app.validation import CONTROL, CONTROL_MULTILINE
 
@@ -88,10 +89,19 @@ def _url(schemes: tuple[str, ...], *, pdf_edition: bool = False) -> Any:
         value = value.strip()
         if pdf_edition and value == PDF_EDITION_URL:
             return value  # resolved when the issue is rendered
-        base = (info.context or {}).get("base_url")
-        if base and value.startswith("/") and not value.startswith("//"):
-            # A path on this server, e.g. a PDF edition under /static/.
-            value = base.rstrip("/") + value
+        context = info.context or {}
+        base = context.get("base_url")
+        if base and context.get("store"):
+            # Our own files are stored as paths, so a change of host or port breaks no link
+            # (app/media_links.py); they get the current host when the issue is rendered.
+            value = media_links.for_storage(value, base)
+            if media_links.is_app_path(value):
+                if len(value) > MAX_URL or _URL_FORBIDDEN.search(value):
+                    raise PydanticCustomError("url", "{url} is not a usable path on this server",
+                                              {"url": repr(value[:200])})
+                return value
+        elif base:
+            value = media_links.absolute(value, base)
         if len(value) > MAX_URL:
             raise PydanticCustomError("too_long", "is longer than {max} characters",
                                       {"max": MAX_URL})

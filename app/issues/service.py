@@ -54,7 +54,6 @@ from app.subscribers.models import Subscriber, Subscription
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_PAGE = 200
-PREVIEW_LINK_DAYS = 7
 CONTENT_FIELDS = ("subject", "preheader", "hero_image", "stories", "links", "footer")
 SAMPLE_READER = ("Sample Reader", "sample.reader@example.org")
 # Which status may follow which; the sending pipeline moves issues along.
@@ -123,6 +122,12 @@ def parse_document(raw: bytes | str, *, kind: Literal["json", "yaml"]) -> Any:
 
 
 def _context() -> dict[str, Any]:
+    """How a document is validated to be stored: this server's own links kept as paths."""
+    return {"base_url": get_settings().base_url, "store": True}
+
+
+def _render_context() -> dict[str, Any]:
+    """How a stored issue is read back: its paths made absolute on today's base URL."""
     return {"base_url": get_settings().base_url}
 
 
@@ -373,7 +378,7 @@ def content_of(issue: Issue) -> IssueContent:
             "volume": issue.volume, "number": issue.number, "subject": issue.subject,
             "preheader": issue.preheader, "hero_image": issue.hero_image,
             "stories": issue.stories, "links": links, "footer": issue.footer,
-        })
+        }, context=_render_context())
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
@@ -392,14 +397,15 @@ def pdf_url(issue: Issue) -> str:
 
 def preview_key(issue: Issue) -> str:
     """A signed key that opens this issue's preview (the sample reader's copy) in a browser,
-    without a token, for PREVIEW_LINK_DAYS or until revoked."""
+    without a token, for MISSIVE_PREVIEW_LINK_DAYS or until revoked."""
     return sign("issue-preview", {"i": issue.id, "e": issue.preview_epoch})
 
 
 def check_preview_key(session: Session, issue_id: int, key: str) -> bool:
     """True if `key` is a live preview key of this issue (not forged, expired or revoked)."""
+    max_age = get_settings().preview_link_days * 86400
     try:
-        payload, _ = unsign("issue-preview", key, max_age_seconds=PREVIEW_LINK_DAYS * 86400)
+        payload, _ = unsign("issue-preview", key, max_age_seconds=max_age)
     except Exception:  # noqa: BLE001  (forged, altered or expired: all simply "no")
         return False
     issue = session.get(Issue, issue_id)
@@ -435,7 +441,7 @@ def to_out(issue: Issue) -> IssueOut:
         "updated_at": issue.updated_at,
         "web_url": web_url(issue),
         "preview_url": f"{base}/api/v1/issues/{issue.id}/preview?key={preview_key(issue)}",
-    })
+    }, context=_render_context())
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth.deps import TokenDep
+from app.auth.deps import TokenDep, token_scope
 from app.db import SessionDep
 from app.newsletters import service
 from app.newsletters.schemas import NewsletterCreate, NewsletterOut, NewsletterUpdate
@@ -11,8 +11,11 @@ router = APIRouter(prefix="/api/v1/newsletters", tags=["newsletters"])
 
 
 @router.get("")
-def list_newsletters(session: SessionDep, _: TokenDep) -> dict[str, list[NewsletterOut]]:
-    return {"items": [NewsletterOut.model_validate(n) for n in service.list_all(session)]}
+def list_newsletters(session: SessionDep, token: TokenDep) -> dict[str, list[NewsletterOut]]:
+    # A token limited to some newsletters lists only those.
+    scope = token_scope(session, token)
+    return {"items": [NewsletterOut.model_validate(n) for n in service.list_all(session)
+                      if scope is None or n.id in scope]}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
-from app.config import get_settings
 from app.db import DbId, SessionDep
 from app.errors import AppError, Invalid, NotFound
 from app.issues import service as issues
@@ -154,7 +153,7 @@ def _take_upload(form: forms.ComposeForm, posted: FormData) -> bool:
     except AppError as exc:
         form.errors["hero_file"] = str(exc.detail)
         return False
-    form.hero_url = f"{get_settings().base_url}/media/{name}"
+    form.hero_url = f"/media/{name}"  # a path: the host is added when rendered
     return True
 
 

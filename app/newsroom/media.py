@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from app.config import get_settings
 from app.errors import AppError, Invalid
+from app.media_links import MEDIA_NAME as NAME
+from app.media_links import media_dir
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif",
                  "webp": "image/webp"}
-NAME = re.compile(r"[0-9a-f]{32}\.(png|jpg|gif|webp)")
-
-
-def media_dir() -> Path:
-    return get_settings().var_dir / "media"
 
 
 def _format_of(data: bytes) -> str:

@@ -18,7 +18,14 @@ from app.issues.models import Issue
 from app.newsletters.models import Newsletter
 from app.ops import tallies
 from app.sending.models import Delivery, Send
-from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.subscribers.models import (
+    ConsentEvent,
+    ImportJob,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
+from app.validation import erased_key
 
 Scope = frozenset[int] | None
 
@@ -197,5 +204,15 @@ def suppression_page(session: Session, *, email: str | None, before_id: int | No
                      limit: int) -> tuple[list[Suppression], int | None]:
     stmt = select(Suppression)
     if email:
-        stmt = stmt.where(Suppression.email_key == email.strip().lower())
+        key = email.strip().lower()
+        # An erased address is suppressed under its hash: the editor finds it by the address.
+        stmt = stmt.where(Suppression.email_key.in_([key, erased_key(key)]))
     return newest_first_page(session, stmt, Suppression.id, before_id=before_id, limit=limit)
+
+
+def recent_imports(session: Session, scope: Scope, *, limit: int = 5) -> Sequence[ImportJob]:
+    """The latest CSV imports into the newsletters the user sees, newest first."""
+    stmt = select(ImportJob).order_by(ImportJob.id.desc()).limit(limit)
+    if scope is not None:
+        stmt = stmt.where(ImportJob.newsletter_id.in_(scope))
+    return session.scalars(stmt).all()

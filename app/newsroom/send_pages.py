@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import Field
 
 from app.bounces import service as bounces
 from app.db import DbId, SessionDep
+from app.errors import Invalid
 from app.newsroom import queries, service
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
@@ -24,6 +26,8 @@ NOTICES = {
     "paused": "The send is paused.", "resumed": "The send goes on.",
     "cancelled": "The send is cancelled: readers not yet mailed are skipped.",
     "acknowledged": "Complaints acknowledged: the newsletter may send again.",
+    "unknown-delivered": "Marked delivered: they count as sent.",
+    "unknown-resent": "Sent again: the workers mail them now.",
 }
 
 
@@ -48,10 +52,15 @@ def list_sends(request: Request, viewer: ViewerDep, session: SessionDep,
 
 @router.get("/{send_id}", response_class=HTMLResponse)
 def show_send(request: Request, send_id: DbId, viewer: ViewerDep, session: SessionDep,
-              notice: str | None = None) -> HTMLResponse:
+              notice: str | None = None,
+              unknown_after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> HTMLResponse:
     send = _send(session, viewer, send_id)
+    p = service.progress(session, send)
+    unknown = (sending.unknown_deliveries(session, send.id, cursor=unknown_after, limit=PAGE)
+               if p["unknown"] or unknown_after else {"items": [], "next_cursor": None})
     return render(request, "send.html", {
-        "title": f"Send {send.id}", "send": send, "p": service.progress(session, send),
+        "title": f"Send {send.id}", "send": send, "p": p, "unknown_rows": unknown["items"],
+        "unknown_next": unknown["next_cursor"], "unknown_after": unknown_after,
         "bounces": queries.bounces_of_send(session, send.id),
         "blocked_here": send.issue.newsletter.sending_blocked_by == send.id,
         "notice_text": NOTICES.get(notice or ""),
@@ -104,3 +113,34 @@ def acknowledge(send_id: DbId, viewer: EditorDep, session: SessionDep) -> Respon
     return _steer(session, viewer, send_id, "acknowledge")
 
 
+
+
+UnknownIds = Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Form(max_length=1000)]
+EveryUnknown = Annotated[bool, Form(alias="all")]
+
+
+def _settle_unknown(session: SessionDep, viewer: Viewer, send_id: int, ids: list[int],
+                    every: bool, *, resend: bool) -> Response:
+    """Mark delivered or resend the ticked `unknown` rows (or all of them), through the service
+    the API's `…/unknown/mark-delivered` and `…/unknown/resend` call."""
+    send = _send(session, viewer, send_id)
+    if not every and not ids:
+        raise Invalid("Tick at least one reader, or use the buttons for all of them.")
+    settle = sending.resend_unknown if resend else sending.mark_unknown_delivered
+    settle(session, send.id, None if every else ids, actor=f"web:{viewer.user.email}")
+    done = "unknown-resent" if resend else "unknown-delivered"
+    return see_other(f"/admin/sends/{send_id}?notice={done}#unknown-h")
+
+
+@router.post("/{send_id}/unknown/mark-delivered")
+def mark_unknown_delivered(send_id: DbId, viewer: EditorDep, session: SessionDep,
+                           ids: UnknownIds = [],  # noqa: B006 (FastAPI copies defaults)
+                           every: EveryUnknown = False) -> Response:
+    return _settle_unknown(session, viewer, send_id, ids, every, resend=False)
+
+
+@router.post("/{send_id}/unknown/resend")
+def resend_unknown(send_id: DbId, viewer: EditorDep, session: SessionDep,
+                   ids: UnknownIds = [],  # noqa: B006 (FastAPI copies defaults)
+                   every: EveryUnknown = False) -> Response:
+    return _settle_unknown(session, viewer, send_id, ids, every, resend=True)

@@ -19,7 +19,7 @@ from app.newsletters.models import Newsletter
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
-from app.subscribers import csvio
+from app.subscribers import csvio, erasure, imports
 from app.subscribers import service as subscribers
 from app.subscribers.models import Subscriber
 from app.subscribers.schemas import SubscriberCreate, SubscriberUpdate, SubscriptionIn
@@ -30,7 +30,8 @@ router = APIRouter(prefix="/admin/subscribers", include_in_schema=False,
 
 PAGE = 50
 FILTER_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained", "manual")
-NOTICES = {"saved": "Saved.", "added": "Subscriber added.", "unsubscribed": "Unsubscribed."}
+NOTICES = {"saved": "Saved.", "added": "Subscriber added.", "unsubscribed": "Unsubscribed.",
+           "erased": "The subscriber is erased. Their address stays suppressed, as a hash."}
 
 
 def _actor(request: Request, viewer: Viewer) -> Actor:
@@ -70,7 +71,7 @@ def _list_context(session: SessionDep, viewer: Viewer, *, newsletter: str, statu
             item.subscriptions = [s for s in item.subscriptions if s.newsletter in slugs]
     return {"title": "Subscribers", "items": items, "next_cursor": page.next_cursor,
             "newsletter": newsletter, "status": status, "q": q, "newsletters": visible,
-            "statuses": FILTER_STATUSES}
+            "statuses": FILTER_STATUSES, "imports": queries.recent_imports(session, viewer.scope)}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -151,6 +152,7 @@ def import_csv(
     newsletter: Annotated[str, Form(max_length=64)] = "",
     pending: Annotated[bool, Form()] = False,
 ) -> Response:
+    """Store the file and hand it to a worker; the import page follows its progress."""
     target = _newsletter(session, viewer, newsletter) if newsletter else None
     context = _list_context(session, viewer, newsletter="", status="", q="", cursor=None)
     if target is None:
@@ -160,15 +162,28 @@ def import_csv(
         context["import_error"] = "The file is too large."
         return render(request, "subscribers.html", context, status_code=413)
     try:
-        report = csvio.import_csv(session, file.file, newsletter=target,
-                                  status="pending" if pending else "active",
-                                  source=f"csv-import:web:{viewer.user.email}"[:200])
+        with session.begin_nested():
+            job = imports.start(session, file.file, newsletter=target,
+                                filename=file.filename or "", pending=pending,
+                                created_by=f"web:{viewer.user.email}")
     except AppError as exc:
         context["import_error"] = str(exc.detail)
-        return render(request, "subscribers.html", context, status_code=422)
-    context["report"] = report.as_dict()
-    context["report_newsletter"] = target
-    return render(request, "subscribers.html", context)
+        return render(request, "subscribers.html", context, status_code=exc.status_code)
+    return see_other(f"/admin/subscribers/imports/{job.id}")
+
+
+@router.get("/imports/{job_id}", response_class=HTMLResponse)
+def show_import(request: Request, job_id: DbId, viewer: ViewerDep,
+                session: SessionDep) -> HTMLResponse:
+    """An import's progress while a worker runs it (the page refreshes itself), then its
+    counts and every line that had a problem."""
+    job = imports.get(session, job_id)
+    viewer.require_newsletter(job.newsletter_id)
+    percent = round(100 * job.bytes_done / job.size_bytes) if job.size_bytes else 100
+    return render(request, "subscriber_import.html", {
+        "title": f"Import into {job.newsletter.name}", "job": job,
+        "finished": job.status in ("done", "failed"), "percent": min(percent, 100),
+        "rows_done": job.created + job.updated + job.error_count})
 
 
 @router.get("/{subscriber_id}", response_class=HTMLResponse)
@@ -220,3 +235,20 @@ def unsubscribe(request: Request, subscriber_id: DbId, viewer: EditorDep, sessio
     target = _newsletter(session, viewer, newsletter)
     subscribers.set_status(session, subscriber, target, "unsubscribed", _actor(request, viewer))
     return see_other(f"/admin/subscribers/{subscriber_id}?notice=unsubscribed")
+
+
+@router.get("/{subscriber_id}/erase", response_class=HTMLResponse)
+def confirm_erase(request: Request, subscriber_id: DbId, viewer: EditorDep,
+                  session: SessionDep) -> HTMLResponse:
+    """The confirmation step before an erasure, which cannot be undone."""
+    subscriber = _subscriber(session, viewer, subscriber_id)
+    return render(request, "subscriber_erase.html", {
+        "title": f"Erase {subscriber.email}?", "subscriber": subscriber})
+
+
+@router.post("/{subscriber_id}/erase")
+def erase(request: Request, subscriber_id: DbId, viewer: EditorDep,
+          session: SessionDep) -> Response:
+    subscriber = _subscriber(session, viewer, subscriber_id)
+    erasure.erase(session, subscriber.id, _actor(request, viewer))
+    return see_other("/admin/subscribers?notice=erased")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -17,6 +18,7 @@ from starlette.background import BackgroundTask
 from app.db import SessionDep
 from app.errors import AppError, Invalid, NotFound
 from app.newsletters import service as newsletters
+from app.newsletters.models import Newsletter
 from app.signup import service
 from app.subscribers import unsubscribe as leaving
 from app.subscribers.service import Actor
@@ -27,7 +29,10 @@ router = APIRouter(tags=["public"])
 
 MAX_FORM_BYTES = 16 * 1024
 HONEYPOT = "website"
+NO_NEWSLETTER = ("There is no newsletter at this address. Please check the link, or ask the "
+                 "publisher for their sign-up page.")
 CHECK_INBOX = "Thanks! If this address can be subscribed, a confirmation link is on its way."
+FORM_UNREADABLE = "The form could not be read. Please go back and try again."
 
 
 @dataclass
@@ -45,14 +50,15 @@ async def signup_input(request: Request) -> SignupInput:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise AppError("the request is too large", 413)
+            raise AppError("The form is too large to send. Please shorten what you typed "
+                           "and try again.", 413)
     if ctype == "application/json":
         try:
             data = json.loads(body or b"{}")
         except ValueError as exc:
-            raise Invalid("the body is not valid JSON") from exc
+            raise Invalid("The request body is not valid JSON.") from exc
         if not isinstance(data, dict):
-            raise Invalid("the body must be a JSON object")
+            raise Invalid("The request body must be a JSON object with an email field.")
         return SignupInput(True, data.get("email"), data.get("name"), data.get(HONEYPOT))
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
         from urllib.parse import parse_qs
@@ -63,11 +69,11 @@ async def signup_input(request: Request) -> SignupInput:
             try:
                 parsed = parse_qs(body.decode("utf-8"), max_num_fields=20)
             except (UnicodeDecodeError, ValueError) as exc:
-                raise Invalid("the form could not be read") from exc
+                raise Invalid(FORM_UNREADABLE) from exc
             form = {k: v[-1] for k, v in parsed.items()}
         wants_json = "application/json" in request.headers.get("accept", "")
         return SignupInput(wants_json, form.get("email"), form.get("name"), form.get(HONEYPOT))
-    raise AppError("send a form or a JSON object", 415)
+    raise AppError("Please send the sign-up as a web form or a JSON object.", 415)
 
 
 async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
@@ -81,7 +87,7 @@ async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
         form = await MultiPartParser(Headers(scope=request.scope), stream(), max_files=0,
                                      max_fields=20).parse()
     except MultiPartException as exc:
-        raise Invalid(f"the form could not be read: {exc.message}") from exc
+        raise Invalid(FORM_UNREADABLE) from exc
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
@@ -93,12 +99,50 @@ def _actor(request: Request, source: str) -> Actor:
     )
 
 
+def _newsletter(session: SessionDep, slug: str) -> Newsletter:
+    try:
+        return newsletters.get_by_slug(session, slug)
+    except NotFound as exc:
+        raise NotFound(NO_NEWSLETTER) from exc
+
+
+def way_on(newsletter: Newsletter | None) -> list[dict[str, str]]:
+    """Where a reader may go from a page that ends what they came for: the newsletter's
+    archive and, when it names a feed of theirs, the publisher's site."""
+    if newsletter is None:
+        return []
+    links = [{"href": f"/archive/{newsletter.slug}",
+              "text": f"Read past issues of {newsletter.name}"}]
+    site = publisher_site(newsletter)
+    if site:
+        links.append({"href": site, "text": f"Go to {urlsplit(site).netloc}"})
+    return links
+
+
+def publisher_site(newsletter: Newsletter) -> str | None:
+    """The publisher's site: the home of the feed the newsletter drafts from, if any."""
+    parts = urlsplit(newsletter.feed_url or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _form_page(request: Request, newsletter: Newsletter, *, errors: dict[str, str] | None = None,
+               values: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    errors = errors or {}
+    return pages().TemplateResponse(
+        request, "subscribe.html",
+        {"newsletter": newsletter, "errors": errors, "values": values or {},
+         # The form's own problem (a rate limit): shown above it, tied to no field.
+         "general": errors.get(""), "first_invalid": next(
+             (f for f in ("email", "name") if f in errors), None)},
+        status_code=status_code,
+    )
+
+
 @router.get("/subscribe/{slug}", response_class=HTMLResponse)
 def signup_form(slug: str, request: Request, session: SessionDep) -> Response:
-    newsletter = newsletters.get_by_slug(session, slug)
-    return pages().TemplateResponse(
-        request, "subscribe.html", {"newsletter": newsletter, "errors": [], "values": {}}
-    )
+    return _form_page(request, _newsletter(session, slug))
 
 
 @router.post("/subscribe/{slug}", response_model=None)
@@ -108,7 +152,16 @@ def signup(
     session: SessionDep,
     data: Annotated[SignupInput, Depends(signup_input)],
 ) -> Response:
-    newsletter = newsletters.get_by_slug(session, slug)
+    newsletter = _newsletter(session, slug)
+    values = {"email": data.email if isinstance(data.email, str) else "",
+              "name": data.name if isinstance(data.name, str) else ""}
+    problems = service.reader_problems(data.email, data.name)
+    if problems:
+        if data.wants_json:
+            return JSONResponse({"detail": " ".join(problems.values()), "fields": problems},
+                                status_code=422)
+        return _form_page(request, newsletter, errors=problems, values=values,
+                          status_code=422)
     # What differs between a new and a known address is done after the answer has gone
     # (a background task), so neither the answer nor its timing tells them apart.
     background = None
@@ -122,20 +175,15 @@ def signup(
         if data.wants_json:
             raise
         session.rollback()
-        return pages().TemplateResponse(
-            request,
-            "subscribe.html",
-            {"newsletter": newsletter, "errors": [str(exc.detail)],
-             "values": {"email": data.email if isinstance(data.email, str) else "",
-                        "name": data.name if isinstance(data.name, str) else ""}},
-            status_code=exc.status_code,
-        )
+        return _form_page(request, newsletter, errors={"": str(exc.detail)}, values=values,
+                          status_code=exc.status_code)
     if data.wants_json:
         return JSONResponse({"status": "accepted", "detail": CHECK_INBOX}, status_code=202,
                             background=background)
     return pages().TemplateResponse(
         request, "message.html",
-        {"newsletter": newsletter, "title": "Check your inbox", "message": CHECK_INBOX},
+        {"newsletter": newsletter, "title": "Check your inbox", "message": CHECK_INBOX,
+         "links": way_on(newsletter)},
         background=background,
     )
 
@@ -155,9 +203,12 @@ _CONFIRM_PAGES = {
 def _token_page(request: Request, view: TokenView, pages_by: dict[Outcome, Any],
                 confirmed: tuple[str, str]) -> Response:
     title, message, code = pages_by.get(view.outcome, (*confirmed, 200))
+    links = way_on(view.newsletter)
+    if view.outcome in (Outcome.STALE, Outcome.EXPIRED) and view.newsletter is not None:
+        links.insert(0, {"href": f"/subscribe/{view.newsletter.slug}", "text": "Sign up again"})
     return pages().TemplateResponse(
         request, "message.html",
-        {"newsletter": view.newsletter, "title": title, "message": message},
+        {"newsletter": view.newsletter, "title": title, "message": message, "links": links},
         status_code=code,
     )
 
@@ -197,7 +248,8 @@ def _unsub_page(request: Request, token: str, view: TokenView, *, state: str,
              "message": f"This link came in a test copy of {name}, so nothing was changed. "
                         "In a reader's copy it leads to the unsubscribe page, and mail "
                         "programs' one-click unsubscribe takes the reader off the list at "
-                        "once."},
+                        "once.",
+             "links": way_on(view.newsletter)},
         )
     if view.outcome is Outcome.INVALID and token in SAMPLE_TOKENS:
         return pages().TemplateResponse(request, "message.html", {
@@ -212,7 +264,8 @@ def _unsub_page(request: Request, token: str, view: TokenView, *, state: str,
         )
     return pages().TemplateResponse(
         request, "unsubscribe.html",
-        {"newsletter": view.newsletter, "token": token, "state": state},
+        {"newsletter": view.newsletter, "token": token, "state": state,
+         "links": [] if state == "ask" else way_on(view.newsletter)},
         status_code=status_code,
     )
 
@@ -243,7 +296,8 @@ def resubscribe(token: str, request: Request, session: SessionDep) -> Response:
         return pages().TemplateResponse(
             request, "message.html",
             {"newsletter": view.newsletter, "title": "We cannot mail this address",
-             "message": "Mail to this address was refused before, so it stays off the list."},
+             "message": "Mail to this address was refused before, so it stays off the list.",
+             "links": way_on(view.newsletter)},
             status_code=409,
         )
     return _unsub_page(request, token, view, state="undone")
@@ -258,6 +312,6 @@ def unsubscribe_all(token: str, request: Request, session: SessionDep) -> Respon
 def not_found_page(request: Request, exc: NotFound) -> Response:
     return pages().TemplateResponse(
         request, "message.html",
-        {"newsletter": None, "title": "Not found", "message": str(exc.detail)},
+        {"newsletter": None, "title": "Page not found", "message": str(exc.detail)},
         status_code=404,
     )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app import ratelimit
 from app.config import get_settings
 from app.db import dialect_insert, session_scope, utcnow
-from app.errors import TooManyRequests
+from app.errors import Invalid, TooManyRequests
 from app.mail import compose, outbound
 from app.mail.transport import Transport
 from app.newsletters import service as newsletters
@@ -38,7 +38,7 @@ from app.subscribers.unsubscribe import (
     unsubscribe_token,
     view_of_test_copy,
 )
-from app.validation import MAX_NAME, clean_text, email_key, normalise_email
+from app.validation import MAX_EMAIL, MAX_NAME, clean_text, email_key, has_control, normalise_email
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,54 @@ def accept_sign_up(
     if actor.ip and not ratelimit.hit(
         f"signup-ip:{actor.ip}", limit=settings.signup_ip_per_minute, per_seconds=60
     ):
-        raise TooManyRequests("too many sign-ups from your address; try again in a minute")
+        raise TooManyRequests("There have been too many sign-ups from your network just now. "
+                              "Please wait a minute and try again.")
     if not ratelimit.hit(
         f"signup-addr:{key}", limit=settings.signup_address_per_hour, per_seconds=3600
     ):
-        raise TooManyRequests("too many sign-ups for this email address; try again later")
+        raise TooManyRequests("This email address has been signed up too often in the last hour. "
+                              "Please try again later.")
     return SignupRequest(newsletter.id, address, key, clean_name, actor)
+
+
+# What a reader is told about what they typed into the sign-up form (and what the form's JSON
+# answer says in `detail`): words for people, one message per field.
+ENTER_EMAIL = "Please enter your email address."
+EMAIL_AS_TEXT = "Please enter your email address as text, like name@example.org."
+NOT_AN_EMAIL = ("That doesn't look like an email address \N{EM DASH} please check it. "
+                "An address looks like name@example.org.")
+EMAIL_TOO_LONG = (f"That email address is too long \N{EM DASH} an address has at most "
+                  f"{MAX_EMAIL} characters. Please check it.")
+NAME_AS_TEXT = "Please enter your name as text (or leave it empty)."
+NAME_ONE_LINE = "Please write your name on one line, without special characters."
+NAME_TOO_LONG = f"That name is too long \N{EM DASH} please keep it to {MAX_NAME} characters."
+
+
+def reader_problems(email: Any, name: Any) -> dict[str, str]:
+    """What is wrong with a sign-up's email and name, by field, in a reader's words; empty
+    when both pass `normalise_email` and `clean_text` (which `accept_sign_up` applies)."""
+    problems: dict[str, str] = {}
+    try:
+        normalise_email(email)
+    except Invalid:
+        if email is None or (isinstance(email, str) and not email.strip()):
+            problems["email"] = ENTER_EMAIL
+        elif not isinstance(email, str):
+            problems["email"] = EMAIL_AS_TEXT
+        elif len(email.strip()) > MAX_EMAIL:
+            problems["email"] = EMAIL_TOO_LONG
+        else:
+            problems["email"] = NOT_AN_EMAIL
+    try:
+        clean_text(name, field="name", max_length=MAX_NAME)
+    except Invalid:
+        if not isinstance(name, str):
+            problems["name"] = NAME_AS_TEXT
+        elif has_control(name):
+            problems["name"] = NAME_ONE_LINE
+        else:
+            problems["name"] = NAME_TOO_LONG
+    return problems
 
 
 def record_sign_up(session: Session, request: SignupRequest) -> None:
@@ -154,7 +196,7 @@ def check_confirm(session: Session, token: str) -> TokenView:
     try:
         sub, _ = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
-        return TokenView(Outcome.EXPIRED)
+        return _expired(session, token)
     except TokenInvalid:
         return TokenView(Outcome.INVALID)
     outcome = Outcome.ALREADY if sub.status == "active" else Outcome.CONFIRMED
@@ -166,7 +208,7 @@ def confirm(session: Session, token: str, actor: Actor) -> TokenView:
     try:
         sub, signed_at = load_subscription(session, "confirm", token, _confirm_max_age())
     except TokenExpired:
-        return TokenView(Outcome.EXPIRED)
+        return _expired(session, token)
     except TokenInvalid:
         return TokenView(Outcome.INVALID)
     view = TokenView(Outcome.CONFIRMED, sub.newsletter, sub.subscriber.email)
@@ -187,6 +229,16 @@ def confirm(session: Session, token: str, actor: Actor) -> TokenView:
     session.flush()
     enqueue_after_commit(session, "missive.send_welcome", sub.id)
     return view
+
+
+def _expired(session: Session, token: str) -> TokenView:
+    """An expired confirmation link: genuine, so it still names its newsletter, where the
+    page offers to sign up again."""
+    try:
+        sub, _ = load_subscription(session, "confirm", token, None)
+    except TokenInvalid:
+        return TokenView(Outcome.EXPIRED)
+    return TokenView(Outcome.EXPIRED, sub.newsletter)
 
 
 def _confirm_max_age() -> int:

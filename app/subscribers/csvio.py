@@ -18,6 +18,7 @@ from app.db import dialect_insert, utcnow
 from app.errors import AppError, Invalid
 from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
+from app.subscribers import repository as repo
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
 from app.validation import (
     MAX_ATTRIBUTE_KEY,
@@ -190,6 +191,7 @@ def import_csv(
     source: str = "csv-import",
     checkpoint: Callable[[], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    report: ImportReport | None = None,
 ) -> ImportReport:
     """Import subscribers from a CSV byte stream (header `email,name,…`) onto `newsletter`.
 
@@ -200,18 +202,33 @@ def import_csv(
     moved out of `unsubscribed`: a reader who said stop stays stopped. A row that fails is
     reported with the line it starts on and the rest go in.
     `checkpoint` is called after each batch (the caller commits there); `progress` gets the
-    number of bytes read so far.
+    number of bytes read so far. A `report` given is filled in as the import goes (for a
+    caller that records progress at each checkpoint).
     """
     if status not in ("active", "pending"):
         raise Invalid("status must be 'active' or 'pending'")
-    report = ImportReport()
+    report = report if report is not None else ImportReport()
     for batch in _batches(stream, report):
-        _store_batch(session, batch, newsletter, status, source, report)
+        batch = _without_erased(session, batch, report)
+        if batch:
+            _store_batch(session, batch, newsletter, status, source, report)
         if checkpoint:
             checkpoint()
         if progress:
             progress(stream.tell() if stream.seekable() else 0)
     return report
+
+
+ERASED = "this address was erased at the reader's request and is suppressed: not imported"
+
+
+def _without_erased(session: Session, batch: list[_Row], report: ImportReport) -> list[_Row]:
+    """The rows whose address was not erased; each erased one is reported on its line."""
+    erased = repo.erased_keys(session, [r.key for r in batch])
+    for r in batch:
+        if r.key in erased:
+            report.error(r.line, ERASED)
+    return [r for r in batch if r.key not in erased]
 
 
 # The three inserts of an import batch. On PostgreSQL the varying columns travel as one array
@@ -398,7 +415,8 @@ def export_rows(session: Session, *, newsletter: Newsletter | None) -> Iterator[
     listed; without one, `status` lists `slug:status` for every newsletter.
     """
     def base_query() -> Any:
-        stmt = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=BATCH)
+        stmt = (select(Subscriber).where(Subscriber.email != "").order_by(Subscriber.id)
+                .execution_options(yield_per=BATCH))
         if newsletter is not None:
             stmt = stmt.join(Subscription).where(Subscription.newsletter_id == newsletter.id)
         return stmt

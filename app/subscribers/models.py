@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, utcnow
+from app.db import Base, JSONDict, utcnow
 
 if TYPE_CHECKING:
     from app.newsletters.models import Newsletter
@@ -91,3 +91,52 @@ class Suppression(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+
+IMPORT_STATUSES = ("queued", "running", "done", "failed")
+
+
+class ImportJob(Base):
+    """A CSV import from the newsroom, run by a worker: where it stands and what it found.
+
+    The file itself is kept in `import_job_parts` until the import ends, so a worker on any
+    machine can read it (the web app and the workers share the database, not a disk)."""
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(
+        ForeignKey("newsletters.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # What imported readers become: active, or pending (each is sent a confirmation mail).
+    subscription_status: Mapped[str] = mapped_column(String(16), default="active")
+    filename: Mapped[str] = mapped_column(String(200), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[int] = mapped_column(default=0)
+    updated: Mapped[int] = mapped_column(default=0)
+    kept_unsubscribed: Mapped[int] = mapped_column(default=0)
+    error_count: Mapped[int] = mapped_column(default=0)
+    # [{"line", "detail"}], the first ones (as many as the import report keeps).
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONDict, default=list)
+    # Why the whole file was refused (no email column, not CSV …).
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    newsletter: Mapped[Newsletter] = relationship()
+
+
+class ImportJobPart(Base):
+    """One piece of an uploaded CSV, in order, until its import ends."""
+
+    __tablename__ = "import_job_parts"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("import_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

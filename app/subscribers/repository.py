@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Select, exists, or_, select
+from sqlalchemy import Select, exists, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription, Suppression
+from app.validation import erased_key
 
 
 def get(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -33,14 +34,35 @@ def subscription(session: Session, subscriber_id: int, newsletter_id: int) -> Su
 
 
 def suppression_reasons(session: Session, keys: Iterable[str]) -> dict[str, str]:
-    """`email_key → reason` for those of `keys` on the suppression list."""
+    """`email_key → reason` for those of `keys` on the suppression list, in the clear or, for
+    an erased address, as its hash."""
     keys = list(set(keys))
     if not keys:
         return {}
+    hashed = {erased_key(k): k for k in keys}
     rows = session.execute(
-        select(Suppression.email_key, Suppression.reason).where(Suppression.email_key.in_(keys))
+        select(Suppression.email_key, Suppression.reason)
+        .where(Suppression.email_key.in_([*keys, *hashed]))
     )
-    return {k: r for k, r in rows}
+    return {hashed.get(k, k): r for k, r in rows}
+
+
+def erased_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    """Those of `keys` whose address was erased (its hash is on the suppression list)."""
+    hashed = {erased_key(k): k for k in set(keys)}
+    if not hashed:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        # An import asks for 1,000 keys a batch: one array parameter, not 1,000 placeholders.
+        found = session.scalars(_PG_SUPPRESSED, {"keys": list(hashed)})
+    else:
+        found = session.scalars(
+            select(Suppression.email_key).where(Suppression.email_key.in_(list(hashed))))
+    return {hashed[h] for h in found}
+
+
+_PG_SUPPRESSED = text(
+    "SELECT email_key FROM suppressions WHERE email_key = ANY(CAST(:keys AS text[]))")
 
 
 def add_consent(session: Session, event: ConsentEvent) -> None:
@@ -56,7 +78,8 @@ def page_query(
     limit: int,
 ) -> Select[Subscriber]:
     """Subscribers in id order after `after_id`, filtered by newsletter, status and a search."""
-    stmt = select(Subscriber).order_by(Subscriber.id).limit(limit)
+    # An erased subscriber stays only as a nameless row under its sent deliveries.
+    stmt = select(Subscriber).where(Subscriber.email != "").order_by(Subscriber.id).limit(limit)
     if after_id is not None:
         stmt = stmt.where(Subscriber.id > after_id)
     if status in ("bounced", "complained", "manual"):

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from app.auth.deps import TokenDep
 from app.db import DbId, SessionDep, session_scope
 from app.newsletters import service as newsletters
-from app.subscribers import csvio, service
+from app.subscribers import csvio, erasure, service
 from app.subscribers.schemas import (
     SubscriberCreate,
     SubscriberOut,
@@ -35,12 +35,16 @@ def _actor(request: Request, token_name: str) -> Actor:
     )
 
 
+# A subscription's status, or how an address came to be suppressed.
+ListStatus = Literal["pending", "active", "unsubscribed", "bounced", "complained", "manual"]
+
+
 @router.get("")
 def list_subscribers(
     session: SessionDep,
     _: TokenDep,
     newsletter: str | None = None,
-    status: str | None = None,
+    status: ListStatus | None = None,
     q: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
@@ -134,12 +138,12 @@ def export_subscribers(
     )
 
 
-@router.get("/{subscriber_id}")
+@router.get("/{subscriber_id:int}")
 def get_subscriber(subscriber_id: DbId, session: SessionDep, _: TokenDep) -> SubscriberOut:
     return service.to_out(session, service.get(session, subscriber_id))
 
 
-@router.patch("/{subscriber_id}")
+@router.patch("/{subscriber_id:int}")
 def update_subscriber(
     subscriber_id: DbId,
     body: SubscriberUpdate,
@@ -151,6 +155,10 @@ def update_subscriber(
     return service.to_out(session, subscriber)
 
 
-@router.delete("/{subscriber_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_subscriber(subscriber_id: DbId, session: SessionDep, _: TokenDep) -> None:
-    service.delete_subscriber(session, subscriber_id)
+@router.delete("/{subscriber_id:int}", status_code=status.HTTP_204_NO_CONTENT)
+def erase_subscriber(
+    subscriber_id: DbId, request: Request, session: SessionDep, token: TokenDep
+) -> None:
+    """Erase the subscriber: personal data removed, the address kept only as a hash on the
+    suppression list so it is not stored again; counts of sent issues unchanged."""
+    erasure.erase(session, subscriber_id, _actor(request, token.name))

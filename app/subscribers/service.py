@@ -7,7 +7,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,7 +76,8 @@ def to_out(
 def get(session: Session, subscriber_id: int) -> Subscriber:
     """The subscriber with this id, or NotFound."""
     subscriber = repo.get(session, subscriber_id)
-    if subscriber is None:
+    # An erased subscriber is only a nameless row under deliveries: for everyone, gone.
+    if subscriber is None or subscriber.email == "":
         raise NotFound(f"no subscriber {subscriber_id}")
     return subscriber
 
@@ -186,6 +187,15 @@ def _apply_subscriptions(
         )
 
 
+ERASED_ADDRESS = ("this address was erased at the reader's request: it stays suppressed and is "
+                  "not stored again")
+
+
+def _refuse_erased(session: Session, key: str) -> None:
+    if repo.erased_keys(session, [key]):
+        raise Conflict(ERASED_ADDRESS)
+
+
 def _flush_address(session: Session, subscriber: Subscriber, conflict: str) -> None:
     # The check before this one cannot see a transaction that is storing the same address
     # right now; the unique index can. A savepoint turns that into a Conflict, not a 500.
@@ -201,6 +211,7 @@ def create(session: Session, data: SubscriberCreate, actor: Actor) -> Subscriber
     email = normalise_email(data.email)
     if repo.get_by_email_key(session, email_key(email)) is not None:
         raise Conflict("a subscriber with this address exists already")
+    _refuse_erased(session, email_key(email))
     subscriber = Subscriber(
         email=email,
         email_key=email_key(email),
@@ -223,6 +234,7 @@ def update(
         other = repo.get_by_email_key(session, email_key(email))
         if other is not None and other.id != subscriber.id:
             raise Conflict("another subscriber has this address")
+        _refuse_erased(session, email_key(email))
         subscriber.email, subscriber.email_key = email, email_key(email)
         _flush_address(session, subscriber, "another subscriber has this address")
     if data.name is not None:
@@ -234,13 +246,6 @@ def update(
     session.flush()
     session.expire(subscriber)
     return get(session, subscriber.id)
-
-
-def delete_subscriber(session: Session, subscriber_id: int) -> None:
-    """Erase a subscriber, their subscriptions and consent log. A suppression stays: an address
-    that bounced or complained must not come back through a later import."""
-    subscriber = get(session, subscriber_id)
-    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
 
 
 def suppress(session: Session, address: str, reason: str, detail: str = "") -> None:

@@ -1,7 +1,7 @@
 """admin indexes: growth by confirmation time, substring search, counts kept by triggers
 
 Revision ID: 0012_admin_indexes
-Revises: 0011_newsroom
+Revises: 0012_import_jobs
 Create Date: 2026-11-30 14:10:00
 
 - subscriptions (newsletter_id, status, confirmed_at) replaces (newsletter_id, status): the
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0012_admin_indexes'
-down_revision: str | None = '0011_newsroom'
+down_revision: str | None = '0012_import_jobs'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

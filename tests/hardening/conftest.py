@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until
 
 
 @dataclass
@@ -37,17 +36,21 @@ def start_server(env: dict[str, str], log: Path) -> Server:
         env={**os.environ, **env}, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError("`missive serve` stopped while starting")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, proc, log)
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+            return False
+
+    try:
+        wait_until(answers, timeout=90, what="`missive serve` to answer /healthz")
+    except AssertionError as exc:
+        proc.kill()
+        raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+    return Server(url, proc, log)
 
 
 def stop_server(server: Server) -> None:

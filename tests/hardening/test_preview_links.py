@@ -73,3 +73,24 @@ def test_preview_links_expire(client, newsletter, auth, monkeypatch):
     r = client.get(old.removeprefix(BASE))
     assert r.status_code == 401
     assert "expired" in r.json()["detail"]
+
+
+def test_preview_link_lifetime_is_a_setting(client, newsletter, auth, monkeypatch):
+    import itsdangerous
+
+    from app.config import get_settings
+
+    issue = _issue(client, auth)
+    now = int(time.time())
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp",
+                        lambda self: now - 8 * 86400)
+    old = client.get(f"/api/v1/issues/{issue['id']}", headers=auth).json()["preview_url"]
+    monkeypatch.undo()
+    # An eight-day-old link: dead under the default week, alive when the operator allows 30.
+    monkeypatch.setenv("MISSIVE_PREVIEW_LINK_DAYS", "30")
+    get_settings.cache_clear()
+    try:
+        assert client.get(old.removeprefix(BASE)).status_code == 200
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

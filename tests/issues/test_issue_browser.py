@@ -1,33 +1,26 @@
-"""A real browser opens the preview and the archive at phone and desktop widths.
+"""A real browser opens the preview and the archive at phone and desktop widths, and goes
+through the reader pages (sign-up form, its answer, unsubscribe) at phone width.
 
-Debian's Chromium, driven by Playwright (`make test` installs it when it is missing). The app
-runs under uvicorn on a free port; the browser's requests for the public base URL
+Debian's Chromium, driven by Playwright, set up as every browser test does (tests/browser.py):
+the app under uvicorn on a free port; the browser's requests for the public base URL
 (https://news.example.org) are answered by it, everything else on the network is refused.
-Screenshots are kept in pytest's tmp dir, or in $MISSIVE_SCREENSHOTS when that is set.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from issuedata import BASE
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests import browser as chromium
+
+# The shared Chromium/Playwright setup (tests/browser.py).
+server, browser, shots = chromium.server, chromium.browser, chromium.shots
 WIDTHS = (375, 1024)
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `make test` installs it"
-)
+pytestmark = chromium.needs_chromium
 
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
@@ -43,60 +36,8 @@ OVERFLOW = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server(test_env: dict[str, str]) -> Iterator[str]:
-    import uvicorn
-
-    from app.main import create_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-    keep = os.environ.get("MISSIVE_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        for png in tmp_path.glob("*.png"):
-            shutil.copy(png, keep)
-
-
 def _open(browser: Any, server: str, url: str, width: int, shot: Path) -> dict[str, Any]:
-    context = browser.new_context(viewport={"width": width, "height": 900})
-
-    def route(r: Any) -> None:
-        if r.request.url.startswith(BASE + "/"):
-            r.fulfill(response=r.fetch(url=server + r.request.url.removeprefix(BASE)))
-        else:
-            r.abort()  # no network beyond the app itself
-
-    context.route("**/*", route)
+    context = chromium.new_context(browser, server, width)
     page = context.new_page()
     try:
         response = page.goto(url, wait_until="load")
@@ -152,3 +93,63 @@ def test_the_overflow_check_sees_overflow(browser):
     finally:
         page.close()
     assert result["scrollWidth"] > 375 and result["over"]
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = ("async () => (await axe.run()).violations"
+           ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+           ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))")
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is missing: `make test` installs it")
+def test_reader_pages_speak_plainly_and_fit_a_phone(server, browser, shots, newsletter, db):
+    """A reader at 375 px: a mistake in the form is named by its field, which takes the focus;
+    the pages after signing up and unsubscribing lead on to the archive; axe finds nothing
+    serious on any of them."""
+    from sqlalchemy import select
+
+    from app.signup.service import unsubscribe_token
+    from app.subscribers.models import Subscription
+    from tests.conftest import wait_until
+
+    context = chromium.new_context(browser, server, 375, bypass_csp=True)
+    page = context.new_page()
+    found: dict[str, list[str]] = {}
+
+    def look(name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}-375.png"), full_page=True)
+        fits = page.evaluate(OVERFLOW)
+        assert fits["scrollWidth"] <= fits["width"] and fits["over"] == [], (name, fits)
+        page.add_script_tag(path=str(AXE))
+        if violations := page.evaluate(SERIOUS):
+            found[name] = violations
+
+    try:
+        page.goto(server + "/subscribe/alliance-digest")
+        page.get_by_role("button", name="Subscribe").click()
+        assert page.locator("#email-error").inner_text() == "Please enter your email address."
+        assert page.evaluate("() => document.activeElement.id") == "email"
+        assert page.get_by_label("Email address").get_attribute(
+            "aria-describedby") == "email-error"
+        look("subscribe-error")
+        page.get_by_label("Email address").fill("reader@example")
+        page.get_by_role("button", name="Subscribe").click()
+        assert page.locator("#email-error").inner_text().startswith(
+            "That doesn't look like an email address")
+        page.get_by_label("Email address").fill("reader@example.org")
+        page.get_by_role("button", name="Subscribe").click()
+        assert page.get_by_role("heading", name="Check your inbox").is_visible()
+        look("subscribe-answer")
+
+        sub = wait_until(lambda: db.scalars(select(Subscription)).first(), what="the sign-up")
+        sub.status = "active"
+        db.commit()
+        page.goto(f"{server}/u/{unsubscribe_token(sub)}")
+        page.get_by_role("button", name="Unsubscribe").click()
+        assert page.get_by_role("heading", name="You are unsubscribed").is_visible()
+        look("unsubscribed")
+        page.get_by_role("link", name="Read past issues of Alliance Digest").click()
+        assert page.get_by_role("heading", name="Alliance Digest").is_visible()
+    finally:
+        context.close()
+    assert found == {}, found

@@ -137,9 +137,65 @@ def test_a_second_ed25519_signature_verifies_too(keys):
     b"ends with a space ",
     b"",
     b"\r\n",
+    b"space then tab \t here\r\n",
+    b"tab then spaces\t  here\r\n",
+    b"mixed trailing \t \t\r\n \r\n\t\r\n",
+    b"a lone\rCR and a lone\nLF  \n",
+    b"\t\r\n",
 ])
 def test_body_canonicalisation_matches_dkimpy(body):
     assert canonical_body(body) == Relaxed.canonicalize_body(body)
+
+
+def test_body_canonicalisation_matches_dkimpy_on_random_bodies():
+    import random
+
+    rng = random.Random(11)
+    pieces = [b" ", b"  ", b"\t", b"a", b"bc", b"\r\n", b"\r", b"\n", b"=", b"\xc3\xa9"]
+    for _ in range(2000):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 40)))
+        assert canonical_body(body) == Relaxed.canonicalize_body(body), body
+
+
+def test_headers_written_in_any_shape_sign_and_verify(keys):
+    """Folded fields, tabs, runs of blanks, encoded words and fields that are not signed: what
+    the signer canonicalises itself is what dkimpy's verifier computes."""
+    rsa_private, _ = keys
+    signer = DkimSigner(DOMAIN, [DkimKey(b"s", b"rsa-sha256", rsa_private)])
+    dns = dns_for({b"s._domainkey.riverside-water.example.org.": rsa_record(rsa_private)})
+    message = (
+        b"From:\tAlliance   Digest <digest@riverside-water.example.org>  \r\n"
+        b"Subject:   A subject\t\twith runs \r\n\t and a fold\r\n"
+        b"To: =?utf-8?b?WsO2w6sgw5HDusOxZXo=?=\r\n =?utf-8?b?eA==?= <reader@example.org>\r\n"
+        b"X-Not-Signed:   anything  at all\r\n"
+        b"Date:Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+        b"Message-ID:<1.2.abc@riverside-water.example.org>\r\n"
+        b"List-Unsubscribe: <https://news.example.org/u/t>,\r\n <mailto:b@news.example.org>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"\r\n"
+        b"Hello  there, \r\n\r\n"
+    )
+    signed = signer.sign(message)
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert not dkim.verify(signed.replace(b"and a fold", b"and a fond"), dnsfunc=dns)
+    assert not dkim.verify(signed.replace(b"reader@", b"reaper@"), dnsfunc=dns)
+    # Refolding and re-spacing in transit is harmless under relaxed canonicalisation.
+    assert dkim.verify(signed.replace(b"with runs \r\n\t and", b"with runs and"), dnsfunc=dns)
+    # A bare line end splits fields where dkimpy's parser splits them.
+    bare = message.replace(b"X-Not-Signed:   anything  at all\r\n",
+                           b"X-Not-Signed: x\nReply-To: desk@riverside-water.example.org\r\n")
+    assert dkim.verify(signer.sign(bare), dnsfunc=dns)
+    assert not dkim.verify(signer.sign(bare).replace(b"desk@", b"dusk@"), dnsfunc=dns)
+
+
+def test_a_domain_or_selector_with_blanks_is_refused(keys):
+    from app.config import ConfigError
+
+    for domain, selector in (("riverside water.example.org", b"s"), (DOMAIN, b"s 1"),
+                             (DOMAIN, b"s;x=1")):
+        with pytest.raises(ConfigError):
+            DkimSigner(domain, [DkimKey(selector, b"rsa-sha256", keys[0])])
 
 
 def test_the_per_issue_body_plan_hashes_what_dkimpy_would(keys):

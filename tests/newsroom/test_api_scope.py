@@ -49,3 +49,24 @@ def test_scoped_token_gets_404_for_the_other_newsletter(client, newsletter, othe
     assert listed.status_code == 200 and [i["id"] for i in listed.json()["items"]] == [mine.id]
     db.expire_all()
     assert sending.get(db, their_send.id).status == "scheduled"
+
+
+def test_scoped_token_lists_only_its_newsletters(client, auth, newsletter, other_newsletter, db,
+                                                 test_env):
+    from app.auth import service as auth_service
+    from app.newsroom import accounts
+
+    user = accounts.create_user(db, email="limited@example.org", role="viewer",
+                                newsletter_ids=[other_newsletter.id])
+    token = auth_service.create_token(db, name="limited", role="viewer", user=user)
+    db.commit()
+    h = {"Authorization": f"Bearer {token}"}
+
+    listed = client.get("/api/v1/newsletters", headers=h)
+    assert listed.status_code == 200
+    assert [n["slug"] for n in listed.json()["items"]] == ["river-notes"]
+    assert client.get("/api/v1/newsletters/alliance-digest", headers=h).status_code == 404
+    assert client.get("/api/v1/newsletters/river-notes", headers=h).status_code == 200
+    # An unlimited token still lists both.
+    everything = client.get("/api/v1/newsletters", headers=auth)
+    assert {n["slug"] for n in everything.json()["items"]} == {"alliance-digest", "river-notes"}

@@ -12,27 +12,21 @@ Screenshots go to pytest's tmp dir, or to $MISSIVE_SCREENSHOTS when that is set.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.newsroom.conftest import BASE, PASSWORD
+from tests import browser as chromium
+from tests.newsroom.conftest import PASSWORD
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# The shared Chromium/Playwright setup (tests/browser.py): its fixtures, and a context that
+# reaches the app only.
+server, browser, shots = chromium.server, chromium.browser, chromium.shots
+_context = chromium.new_context
 WIDTHS = (375, 1280)
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `make test` installs it"
-)
+pytestmark = chromium.needs_chromium
 
 # Elements past the viewport's edge, except inside a container meant to scroll sideways
 # (a wide table in its own scroll box does not make the page scroll).
@@ -56,70 +50,6 @@ OVERFLOW = """() => {
   }
   return {scrollWidth: document.documentElement.scrollWidth, width, over: over.slice(0, 10)};
 }"""
-
-
-@pytest.fixture(scope="module")
-def server(test_env: dict[str, str]) -> Iterator[str]:
-    import uvicorn
-
-    from app.main import create_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-    keep = os.environ.get("MISSIVE_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        for png in tmp_path.glob("*.png"):
-            shutil.copy(png, keep)
-
-
-def _context(browser: Any, server: str, width: int, *, bypass_csp: bool = False) -> Any:
-    # bypass_csp: only so that axe-core can be injected into pages whose policy forbids
-    # scripts (the public pages); the pages themselves are unchanged.
-    context = browser.new_context(viewport={"width": width, "height": 900},
-                                  bypass_csp=bypass_csp)
-
-    def route(r: Any) -> None:
-        url = r.request.url
-        if url.startswith(server + "/"):
-            r.continue_()
-        elif url.startswith(BASE + "/"):
-            # Links in the issue (its images) point at the public base URL.
-            r.fulfill(response=r.fetch(url=server + url.removeprefix(BASE)))
-        else:
-            r.abort()
-
-    context.route("**/*", route)
-    return context
 
 
 def _photograph(page: Any, shots: Path, name: str) -> None:
@@ -240,7 +170,9 @@ def test_editor_journey(server, browser, shots, worker, inbox, make_user, reader
             "buffer": b"email,name\nnew1@example.org,New One\nnot-an-address,Bad\n"
                       b"new2@example.org,New Two\n"}])
         page.get_by_role("button", name="Import").click()
-        report = page.locator("#import-report")
+        # A worker imports it; the import page refreshes itself until it is done.
+        report = page.locator("#import-report[data-finished]")
+        report.wait_for(timeout=60_000)
         assert "2 created" in report.inner_text()
         assert "1 line with errors" in report.inner_text()
         assert report.locator("td").first.inner_text() == "3"

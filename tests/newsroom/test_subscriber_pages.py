@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import re
 
 from tests.newsroom.conftest import csrf_of
@@ -76,21 +77,78 @@ def test_add_edit_unsubscribe(signed_in, newsletter, db):
     assert "Consent log" in page.text and "web:editor" in page.text
 
 
-def test_csv_import_reports_the_bad_line_and_export(signed_in, newsletter, db):
+def test_csv_import_runs_in_a_worker_and_reports_the_bad_line(signed_in, newsletter, db,
+                                                                worker):
+    from sqlalchemy import select
+
+    from app.subscribers.models import ImportJobPart, Subscriber
+    from tests.conftest import wait_until
+
     editor = signed_in("editor")
     token = csrf_of(editor.get("/admin/subscribers").text)
     csv_body = b"email,name,city\nann@example.org,Ann,Oslo\nnot an address,Bob,Rome\n" \
                b"cy@example.org,Cy,Lima\n"
     r = editor.post("/admin/subscribers/import", data={
         "csrf_token": token, "newsletter": "alliance-digest"},
-        files={"file": ("readers.csv", csv_body, "text/csv")})
-    assert r.status_code == 200
-    report = r.text[r.text.index('id="import-report"'):]
-    assert "2 created" in report and "1 line with errors" in report
+        files={"file": ("readers.csv", csv_body, "text/csv")}, follow_redirects=False)
+    assert r.status_code == 303
+    job_page = r.headers["location"]
+    assert re.fullmatch(r"/admin/subscribers/imports/\d+", job_page)
+    first = editor.get(job_page)
+    assert first.status_code == 200 and "readers.csv" in first.text
+    done = wait_until(lambda: (p := editor.get(job_page).text) and "data-finished" in p and p,
+                      timeout=60, what="the import to finish")
+    assert '<meta http-equiv="refresh"' not in done
+    # The subscribers page leads back to it.
+    assert f'href="{job_page}"' in editor.get("/admin/subscribers").text
+    report = done[done.index('id="import-report"'):]
+    assert "3 rows done: 2 created" in report and "1 line with errors" in report
     assert re.search(r"<td>3</td><td>[^<]*invalid email", report)
+    db.expire_all()
+    assert set(db.scalars(select(Subscriber.email))) == {"ann@example.org", "cy@example.org"}
+    assert db.scalars(select(ImportJobPart)).all() == []  # the stored file is gone
     export = editor.get("/admin/subscribers/export?newsletter=alliance-digest")
     assert export.status_code == 200 and "attachment" in export.headers["content-disposition"]
     assert "ann@example.org" in export.text and "cy@example.org" in export.text
+
+
+def test_import_progress_is_recorded_and_a_bad_file_is_reported(newsletter, db, test_env,
+                                                                 monkeypatch):
+    """In process (the task's body): progress after each batch, and a file refused whole."""
+    from app.subscribers import csvio, imports
+
+    # The task's body runs here: no worker of the session may take the job first.
+    monkeypatch.setattr(imports, "enqueue_after_commit", lambda *args: None)
+
+    seen = []
+    lines = "".join(f"r{i}@example.org,R {i}\n" for i in range(csvio.BATCH + 10))
+    body = ("email,name\n" + lines + "oops,Bad\n").encode()
+    job = imports.start(db, io.BytesIO(body), newsletter=newsletter, filename="big.csv",
+                        pending=False, created_by="tests")
+    db.commit()
+    original = imports._record
+
+    def spy(job_row, report, bytes_done):
+        seen.append((report.created, bytes_done))
+        original(job_row, report, bytes_done)
+
+    monkeypatch.setattr(imports, "_record", spy)
+    imports.run(job.id)
+    imports.run(job.id)  # a second delivery of the task does nothing
+    db.expire_all()
+    job = imports.get(db, job.id)
+    assert (job.status, job.created, job.error_count) == ("done", csvio.BATCH + 10, 1)
+    assert job.errors == [{"line": csvio.BATCH + 12, "detail": job.errors[0]["detail"]}]
+    assert seen[0][0] == csvio.BATCH and 0 < seen[0][1] < len(body)
+    assert seen[-1] == (csvio.BATCH + 10, len(body))
+
+    bad = imports.start(db, io.BytesIO(b"name\nNo Email\n"), newsletter=newsletter,
+                        filename="bad.csv", pending=False, created_by="tests")
+    db.commit()
+    imports.run(bad.id)
+    db.expire_all()
+    bad = imports.get(db, bad.id)
+    assert bad.status == "failed" and "'email' column" in bad.detail
 
 
 def test_scope_and_roles(signed_in, newsletter, other_newsletter, db):
@@ -114,6 +172,19 @@ def test_scope_and_roles(signed_in, newsletter, other_newsletter, db):
         "csrf_token": token, "newsletter": "alliance-digest"},
         files={"file": ("x.csv", b"email\nz@example.org\n", "text/csv")})
     assert r.status_code == 404
+    from app.subscribers import imports
+
+    their_import = imports.start(db, io.BytesIO(b"email\nz@example.org\n"),
+                                 newsletter=newsletter, filename="x.csv", pending=False,
+                                 created_by="tests")
+    db.commit()
+    assert limited.get(f"/admin/subscribers/imports/{their_import.id}").status_code == 404
+    assert f"/admin/subscribers/imports/{their_import.id}" not in limited.get(
+        "/admin/subscribers").text
+    r = limited.post("/admin/subscribers/import", data={
+        "csrf_token": token, "newsletter": "river-notes"},
+        files={"file": ("empty.csv", b"", "text/csv")})
+    assert r.status_code == 422 and "The file is empty." in r.text
     viewer = signed_in("viewer")
     page = viewer.get(f"/admin/subscribers/{theirs}")
     assert page.status_code == 200 and "Unsubscribe from" not in page.text

@@ -159,6 +159,9 @@ def test_expired_and_forged_tokens_get_clear_pages(client, newsletter, db, monke
     monkeypatch.undo()
     r = client.post(f"/confirm/{old}")
     assert r.status_code == 410 and "expired" in r.text
+    # The page leads straight to signing up again.
+    assert '<a href="/subscribe/alliance-digest">Sign up again</a>' in r.text
+    assert client.get(f"/confirm/{old}").status_code == 410
     db.expire_all()
     assert db.scalars(select(Subscription.status)).one() == "pending"
 

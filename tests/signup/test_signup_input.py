@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from sqlalchemy import func, select
 
 from app.subscribers.models import ConsentEvent, Subscriber, Subscription
 
+NOT_AN_ADDRESS = "That doesn't look like an email address \N{EM DASH} please check it."
 BAD = [
-    ({"email": "not-an-address"}, 422, "invalid email"),
-    ({"email": ""}, 422, "required"),
-    ({"email": "a@b@example.org"}, 422, "invalid email"),
-    ({"email": "x@localhost"}, 422, "invalid email"),
-    ({"email": "ok@example.org\r\nBcc: victim@example.org"}, 422, "control characters"),
-    ({"email": "ok@example.org", "name": "Eve\r\nBcc: victim@example.org"}, 422, "line breaks"),
-    ({"email": "ok@example.org", "name": "n" * 201}, 422, "longer than 200"),
-    ({"email": "a" * 250 + "@example.org"}, 422, "longer than 254"),
-    ({"email": 42}, 422, "must be a string"),
-    ({"email": ["x@example.org"]}, 422, "must be a string"),
-    ({"email": "ok@example.org", "name": {"first": "x"}}, 422, "must be a string"),
+    ({"email": "not-an-address"}, 422, NOT_AN_ADDRESS),
+    ({"email": ""}, 422, "Please enter your email address."),
+    ({"email": "   "}, 422, "Please enter your email address."),
+    ({"name": "No Address"}, 422, "Please enter your email address."),
+    ({"email": "a@b@example.org"}, 422, NOT_AN_ADDRESS),
+    ({"email": "x@localhost"}, 422, NOT_AN_ADDRESS),
+    ({"email": "ok@example.org\r\nBcc: victim@example.org"}, 422, NOT_AN_ADDRESS),
+    ({"email": "ok@example.org", "name": "Eve\r\nBcc: victim@example.org"}, 422,
+     "Please write your name on one line"),
+    ({"email": "ok@example.org", "name": "n" * 201}, 422,
+     "That name is too long \N{EM DASH} please keep it to 200 characters."),
+    ({"email": "a" * 250 + "@example.org"}, 422,
+     "That email address is too long \N{EM DASH} an address has at most 254 characters."),
+    ({"email": 42}, 422, "Please enter your email address as text"),
+    ({"email": ["x@example.org"]}, 422, "Please enter your email address as text"),
+    ({"email": "ok@example.org", "name": {"first": "x"}}, 422, "Please enter your name as text"),
 ]
+# What a reader must never be shown: a program's words instead of theirs.
+MACHINE_WORDS = ("must be a string", "field required", "value_error", "is required",
+                 "invalid email", "control characters", "longer than", "@-sign")
 
 
 def _counts(db):
@@ -46,6 +58,9 @@ def test_bad_json_sign_up_is_refused_with_a_reason(client, existing, db, body, s
     r = client.post("/subscribe/alliance-digest", json=body)
     assert r.status_code == status
     assert reason in r.json()["detail"]
+    assert not any(word in r.json()["detail"] for word in MACHINE_WORDS), r.json()
+    field = "name" if "name" in reason else "email"
+    assert reason in r.json()["fields"][field]
     assert _counts(db) == existing
     assert db.scalars(select(Subscriber.name)).all() == ["Kept"]
 
@@ -55,7 +70,16 @@ def test_bad_json_sign_up_is_refused_with_a_reason(client, existing, db, body, s
 def test_bad_form_sign_up_redisplays_the_form(client, existing, db, body, status, reason):
     r = client.post("/subscribe/alliance-digest", data=body)
     assert r.status_code == status
-    assert 'role="alert"' in r.text and reason in r.text
+    text = html.unescape(r.text)
+    assert 'role="alert"' in r.text and reason in text
+    assert not any(word in text for word in MACHINE_WORDS)
+    # The message sits by its field, which points at it and takes the focus.
+    field = "name" if "name" in reason else "email"
+    error = re.search(rf'<p class="field-error" id="{field}-error">([^<]+)</p>', r.text)
+    assert error and reason in html.unescape(error.group(1))
+    control = re.search(rf'<input id="{field}"[^>]*>', r.text)
+    assert control and f'aria-describedby="{field}-error"' in control.group(0)
+    assert 'aria-invalid="true"' in control.group(0) and "autofocus" in control.group(0)
     assert "<form" in r.text
     assert _counts(db) == existing
 
