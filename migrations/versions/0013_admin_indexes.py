@@ -1,6 +1,6 @@
 """admin indexes: growth by confirmation time, substring search, counts kept by triggers
 
-Revision ID: 0012_admin_indexes
+Revision ID: 0013_admin_indexes
 Revises: 0012_import_jobs
 Create Date: 2026-11-30 14:10:00
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0012_admin_indexes'
+revision: str = '0013_admin_indexes'
 down_revision: str | None = '0012_import_jobs'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
