@@ -204,17 +204,30 @@ def everything(newsletter: Any, db: Any, make_user: Any) -> dict[str, Any]:
     from app.db import utcnow
     from app.issues import service as issues
     from app.sending import service as sending
-    from app.subscribers.models import Subscriber, Subscription, Suppression
+    from app.sending.models import Delivery
+    from app.subscribers.models import ImportJob, Subscriber, Subscription, Suppression
 
     issue = demo.sample_issue(db, newsletter)
     reader = Subscriber(email="reader@example.org", email_key="reader@example.org",
                         name="A Reader", attributes={"city": "Oslo"})
     db.add(reader)
     db.flush()
-    db.add(Subscription(subscriber_id=reader.id, newsletter_id=newsletter.id, status="active"))
+    subscription = Subscription(subscriber_id=reader.id, newsletter_id=newsletter.id,
+                                status="active")
+    db.add(subscription)
     db.add(Suppression(email_key="gone@example.org", reason="bounced", detail="5.1.1"))
     send = sending.schedule(db, issue.id, at=utcnow() + timedelta(days=1),
                             next_cadence_slot=False, actor="tests")
+    db.flush()
+    # A row left unknown (the send page lists it with its actions) and a finished import.
+    db.add(Delivery(send_id=send.id, subscriber_id=reader.id, subscription_id=subscription.id,
+                    status="unknown", started_at=utcnow(),
+                    smtp_reply="connection lost after the message was sent"))
+    job = ImportJob(newsletter_id=newsletter.id, status="done", filename="readers.csv",
+                    size_bytes=60, bytes_done=60, created=2, error_count=1,
+                    errors=[{"line": 3, "detail": "not-an-address is not an email address"}],
+                    started_at=utcnow(), finished_at=utcnow())
+    db.add(job)
     db.add(BounceRecord(email_key="gone@example.org", kind="hard", status_code="5.1.1",
                         diagnostic="550 5.1.1 no such user", source="dsn", action="suppressed",
                         send_id=send.id))
@@ -222,7 +235,7 @@ def everything(newsletter: Any, db: Any, make_user: Any) -> dict[str, Any]:
                                "stories": [{"headline": "A draft"}]})
     make_user("admin@example.org", "admin")
     db.commit()
-    return {"issue": draft.id, "send": send.id, "subscriber": reader.id}
+    return {"issue": draft.id, "send": send.id, "subscriber": reader.id, "import": job.id}
 
 
 def _sign_in(page: Any, server: str, email: str) -> None:
@@ -244,6 +257,8 @@ def test_every_page_passes_axe_and_fits(server, browser, shots, everything):
              ("/admin/sends", "sends"), (f"/admin/sends/{everything['send']}", "send"),
              ("/admin/subscribers", "subscribers"),
              (f"/admin/subscribers/{everything['subscriber']}", "subscriber"),
+             (f"/admin/subscribers/{everything['subscriber']}/erase", "erase-subscriber"),
+             (f"/admin/subscribers/imports/{everything['import']}", "import"),
              ("/admin/subscribers/new", "new-subscriber"), ("/admin/bounces", "bounces"),
              ("/admin/users", "users"), ("/admin/newsletters", "newsletters"),
              ("/admin/newsletters/alliance-digest", "newsletter"),
