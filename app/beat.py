@@ -30,6 +30,12 @@ def tick() -> None:
         kicked = sending.rekick_stalled(session)
     if kicked:
         log.info("re-kicked stalled sends %s", kicked)
+    from app.subscribers import imports
+
+    with session_scope() as session:
+        requeued = imports.sweep(session)
+    if requeued:
+        log.info("re-queued imports no worker is running %s", requeued)
     from app.bounces import mailbox
 
     polled = mailbox.poll_configured()

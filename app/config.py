@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     send_drain_tasks: int = Field(default=8, ge=1, le=256)
     send_rekick_seconds: int = Field(default=60, ge=1)
 
+    # Newsroom CSV imports: a run holds its import under a lease it renews with each batch
+    # (a run that stops renewing, its worker killed, is taken up where it had got to once the
+    # lease runs out); a queued import no worker has taken this long has its task sent again.
+    import_lease_seconds: int = Field(default=60, ge=2)
+    import_requeue_seconds: int = Field(default=300, ge=10)
+
     # Bounces: this many soft bounces within this many days suppress an address; a send whose
     # complaints pass this share of its deliveries blocks the newsletter's next send.
     bounce_soft_limit: int = Field(default=3, ge=1)

@@ -43,6 +43,8 @@ class ImportReport:
     kept_unsubscribed: int = 0
     error_count: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Lines of the file read so far (at a checkpoint: up to the end of the last batch).
+    lines: int = 0
 
     def error(self, line: int, detail: str) -> None:
         self.error_count += 1
@@ -57,6 +59,17 @@ class ImportReport:
             "error_count": self.error_count,
             "errors": self.errors,
         }
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an import stood after a batch: the bytes and the lines of the file read by then.
+
+    Always the end of a row, so an import given it goes on with the next row, numbering the
+    lines as the first run did."""
+
+    offset: int
+    line: int
 
 
 @dataclass
@@ -139,13 +152,25 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
     return names
 
 
-def _batches(stream: IO[bytes], report: ImportReport) -> Iterator[list[_Row]]:
+def _skip_to(stream: IO[bytes], offset: int) -> None:
+    """Read on, a part at a time, to `offset` bytes into the file."""
+    while (left := offset - stream.tell()) > 0:
+        if not stream.read(min(left, 1024 * 1024)):
+            raise Invalid("the file is shorter than the point its import had reached")
+
+
+def _batches(stream: IO[bytes], report: ImportReport,
+             resume: Position | None = None) -> Iterator[list[_Row]]:
     reader = csv.reader(_lines(stream), strict=True)
     header = _read_header(reader)
+    skipped = 0  # lines passed over to resume, which the reader did not count
+    if resume is not None:
+        _skip_to(stream, resume.offset)
+        skipped = max(resume.line - reader.line_num, 0)
     batch: dict[str, _Row] = {}
     while True:
         # Where this row starts; a quoted cell may carry it over several lines.
-        line = reader.line_num + 1
+        line = reader.line_num + skipped + 1
         try:
             cells = next(reader)
         except StopIteration:
@@ -176,8 +201,10 @@ def _batches(stream: IO[bytes], report: ImportReport) -> Iterator[list[_Row]]:
                        attributes={**earlier.attributes, **row.attributes})
         batch[row.key] = row
         if len(batch) >= BATCH:
+            report.lines = reader.line_num + skipped
             yield list(batch.values())
             batch = {}
+    report.lines = reader.line_num + skipped
     if batch:
         yield list(batch.values())
 
@@ -192,6 +219,7 @@ def import_csv(
     checkpoint: Callable[[], None] | None = None,
     progress: Callable[[int], None] | None = None,
     report: ImportReport | None = None,
+    resume: Position | None = None,
 ) -> ImportReport:
     """Import subscribers from a CSV byte stream (header `email,name,…`) onto `newsletter`.
 
@@ -203,12 +231,14 @@ def import_csv(
     reported with the line it starts on and the rest go in.
     `checkpoint` is called after each batch (the caller commits there); `progress` gets the
     number of bytes read so far. A `report` given is filled in as the import goes (for a
-    caller that records progress at each checkpoint).
+    caller that records progress at each checkpoint). With `resume` (a position a checkpoint
+    recorded, and the report as it stood then), the rows before it are passed over: a run
+    that stopped goes on where it had committed.
     """
     if status not in ("active", "pending"):
         raise Invalid("status must be 'active' or 'pending'")
     report = report if report is not None else ImportReport()
-    for batch in _batches(stream, report):
+    for batch in _batches(stream, report, resume):
         batch = _without_erased(session, batch, report)
         if batch:
             _store_batch(session, batch, newsletter, status, source, report)

@@ -114,6 +114,8 @@ class ImportJob(Base):
     filename: Mapped[str] = mapped_column(String(200), default="")
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The file's lines read by then: a resumed run numbers its error lines on from there.
+    lines_done: Mapped[int] = mapped_column(default=0, server_default="0")
     created: Mapped[int] = mapped_column(default=0)
     updated: Mapped[int] = mapped_column(default=0)
     kept_unsubscribed: Mapped[int] = mapped_column(default=0)
@@ -126,6 +128,14 @@ class ImportJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The run that holds the job: its fencing token, where it runs ("host:pid") and until when
+    # (by the database's clock) it holds it unless it renews. For a queued job, `lease_until`
+    # is when the sweep sends its task again if no worker has taken it by then.
+    claim_token: Mapped[int | None] = mapped_column(BigInteger)
+    claimed_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    lease_until: Mapped[datetime | None]
+    # How many times a run took it up where an interrupted one had stopped.
+    resumes: Mapped[int] = mapped_column(default=0, server_default="0")
 
     newsletter: Mapped[Newsletter] = relationship()
 
