@@ -1,7 +1,7 @@
 """import resume: the claim and lease that let a stopped import be taken up where it stopped
 
 Revision ID: 0014_import_resume
-Revises: 0012_import_jobs
+Revises: 0013_admin_indexes
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import app.db
 
 revision: str = '0014_import_resume'
-down_revision: str | None = '0012_import_jobs'
+down_revision: str | None = '0013_admin_indexes'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
