@@ -382,7 +382,7 @@ def subscribers_erase(email: Annotated[str, typer.Argument(help="the address to 
     """Erase a reader: personal data removed, the address kept only as a hash on the
     suppression list so it is not imported or signed up again."""
     from app.db import session_scope
-    from app.subscribers import erasure
+    from app.privacy import erasure
     from app.subscribers.service import Actor
 
     with session_scope() as session:

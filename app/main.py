@@ -31,6 +31,7 @@ from app.openapi import install as install_openapi
 from app.ops.health import router as health_router
 from app.ops.metrics import router as metrics_router
 from app.ops.middleware import RequestIdMiddleware
+from app.privacy.router import router as privacy_router
 from app.resources import STATIC
 from app.sending.router import router as sending_router
 from app.signup.router import router as signup_router
@@ -109,6 +110,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(newsletters_router)
     app.include_router(subscribers_router)
+    app.include_router(privacy_router)
     app.include_router(signup_router)
     app.include_router(issues_router)
     app.include_router(editions_router)

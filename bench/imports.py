@@ -50,7 +50,8 @@ def main() -> int:
         from app import demo
         from app.cli import _upgrade
         from app.db import session_scope
-        from app.subscribers import csvio, erasure, imports, repository
+        from app.privacy import erasure
+        from app.subscribers import csvio, imports, repository
         from app.subscribers.service import Actor
 
         _upgrade()

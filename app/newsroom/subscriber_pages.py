@@ -19,7 +19,8 @@ from app.newsletters.models import Newsletter
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
-from app.subscribers import csvio, erasure, imports
+from app.privacy import erasure
+from app.subscribers import csvio, imports
 from app.subscribers import service as subscribers
 from app.subscribers.models import Subscriber
 from app.subscribers.schemas import SubscriberCreate, SubscriberUpdate, SubscriptionIn

@@ -18,56 +18,19 @@ Functions take a Session and never commit: the engine commits one short transact
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
-from app.db import UTCDateTime
+from app.leases import db_now as db_now  # the ledger's clock; importers may take it from here
+from app.leases import new_token as new_token
 from app.sending.models import Delivery, Send
 from app.subscribers.models import Subscriber, Subscription, Suppression
 
 UNKNOWN_AFTER_LOSS = "worker lost its claim during the SMTP exchange; outcome unknown"
-
-
-class db_now(FunctionElement[datetime]):  # noqa: N801 - reads as SQL
-    """The database's current time plus `seconds` (a number or a SQL expression).
-
-    PostgreSQL takes the time the statement began; SQLite its `now` in the text format that
-    SQLAlchemy stores its datetimes in, so that comparisons with stored values hold.
-    """
-
-    type = UTCDateTime()
-    inherit_cache = True
-    name = "db_now"
-
-    def __init__(self, seconds: float | ColumnElement[Any] = 0) -> None:
-        super().__init__(seconds if isinstance(seconds, ColumnElement) else literal(seconds))
-
-
-@compiles(db_now)
-def _db_now_default(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    seconds = compiler.process(element.clauses, **kw)
-    return f"(statement_timestamp() + ({seconds}) * interval '1 second')"
-
-
-@compiles(db_now, "sqlite")
-def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    seconds = compiler.process(element.clauses, **kw)
-    return (f"strftime('%Y-%m-%d %H:%M:%f000', 'now', "
-            f"printf('%+.3f seconds', {seconds}))")
-
-
-def new_token() -> int:
-    """A fencing token for one claim: random, so no two claims share one (fits a BIGINT)."""
-    return secrets.randbits(62) + 1
 
 
 @dataclass(frozen=True)

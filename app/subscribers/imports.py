@@ -27,10 +27,9 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import UTCDateTime, session_scope, utcnow
 from app.errors import AppError, Invalid, NotFound
+from app.leases import db_now, new_token
 from app.newsletters.models import Newsletter
 from app.queue import enqueue_after_commit
-from app.sending import ledger
-from app.sending.ledger import db_now
 from app.subscribers import csvio
 from app.subscribers.models import ImportJob, ImportJobPart
 
@@ -175,7 +174,7 @@ def run(job_id: int) -> None:
     """Import a stored upload (the worker's task), from where the last run committed if one
     was interrupted; a delivery of the task for an import that another run holds, or that
     has ended, does nothing."""
-    token = ledger.new_token()
+    token = new_token()
     with session_scope() as session:
         job = _claim(session, job_id, token)
         if job is None:

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from app.auth.deps import TokenDep
 from app.db import DbId, SessionDep, session_scope
 from app.newsletters import service as newsletters
-from app.subscribers import csvio, erasure, service
+from app.subscribers import csvio, service
 from app.subscribers.schemas import (
     SubscriberCreate,
     SubscriberOut,
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/subscribers", tags=["subscribers"])
 
 
-def _actor(request: Request, token_name: str) -> Actor:
+def api_actor(request: Request, token_name: str) -> Actor:
+    """Who did it, for the consent log: the token's name and the client."""
     return Actor(
         source=f"api:{token_name}",
         ip=request.client.host if request.client else None,
@@ -58,7 +59,7 @@ def list_subscribers(
 def create_subscriber(
     body: SubscriberCreate, request: Request, session: SessionDep, token: TokenDep
 ) -> SubscriberOut:
-    subscriber = service.create(session, body, _actor(request, token.name))
+    subscriber = service.create(session, body, api_actor(request, token.name))
     return service.to_out(session, subscriber)
 
 
@@ -151,14 +152,5 @@ def update_subscriber(
     session: SessionDep,
     token: TokenDep,
 ) -> SubscriberOut:
-    subscriber = service.update(session, subscriber_id, body, _actor(request, token.name))
+    subscriber = service.update(session, subscriber_id, body, api_actor(request, token.name))
     return service.to_out(session, subscriber)
-
-
-@router.delete("/{subscriber_id:int}", status_code=status.HTTP_204_NO_CONTENT)
-def erase_subscriber(
-    subscriber_id: DbId, request: Request, session: SessionDep, token: TokenDep
-) -> None:
-    """Erase the subscriber: personal data removed, the address kept only as a hash on the
-    suppression list so it is not stored again; counts of sent issues unchanged."""
-    erasure.erase(session, subscriber_id, _actor(request, token.name))

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.subscribers.models import ConsentEvent
+from app.subscribers.models import ConsentEvent, Subscriber
 from tests.conftest import wait_until
 
 
@@ -21,14 +21,19 @@ def _sign_ups(server, count: int) -> list[int]:
     return codes
 
 
-def _consent_ips(db) -> set[str | None]:
+def _ours(db):
+    """Consent events of this test's sign-ups (nothing another test left behind counts)."""
     db.rollback()  # a fresh snapshot: the server commits in its own process
-    return set(db.scalars(select(ConsentEvent.ip)))
+    return db.scalars(select(ConsentEvent).join(Subscriber).where(
+        Subscriber.email.like("proxied%@example.org"))).all()
+
+
+def _consent_ips(db) -> set[str | None]:
+    return {event.ip for event in _ours(db)}
 
 
 def _consent_count(db) -> int:
-    db.rollback()
-    return len(list(db.scalars(select(ConsentEvent.id))))
+    return len(_ours(db))
 
 
 def _wait_stored(server, predicate, what: str) -> None:
