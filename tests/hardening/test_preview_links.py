@@ -61,36 +61,34 @@ def test_preview_links_can_be_revoked(client, newsletter, auth):
     assert client.get(new).status_code == 200
 
 
-def test_preview_links_expire(client, newsletter, auth, monkeypatch):
+def _link_from_days_ago(client, auth, issue_id: int, days: int, monkeypatch) -> str:
+    """The issue's preview link as it was given out `days` ago."""
     import itsdangerous
 
-    issue = _issue(client, auth)
     now = int(time.time())
     monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp",
-                        lambda self: now - 8 * 86400)
-    old = client.get(f"/api/v1/issues/{issue['id']}", headers=auth).json()["preview_url"]
+                        lambda self: now - days * 86400)
+    link = client.get(f"/api/v1/issues/{issue_id}", headers=auth).json()["preview_url"]
     monkeypatch.undo()
-    r = client.get(old.removeprefix(BASE))
+    return str(link).removeprefix(BASE)
+
+
+def test_preview_links_expire(client, newsletter, auth, monkeypatch):
+    old = _link_from_days_ago(client, auth, _issue(client, auth)["id"], 8, monkeypatch)
+    r = client.get(old)
     assert r.status_code == 401
     assert "expired" in r.json()["detail"]
 
 
 def test_preview_link_lifetime_is_a_setting(client, newsletter, auth, monkeypatch):
-    import itsdangerous
-
     from app.config import get_settings
 
-    issue = _issue(client, auth)
-    now = int(time.time())
-    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp",
-                        lambda self: now - 8 * 86400)
-    old = client.get(f"/api/v1/issues/{issue['id']}", headers=auth).json()["preview_url"]
-    monkeypatch.undo()
+    old = _link_from_days_ago(client, auth, _issue(client, auth)["id"], 8, monkeypatch)
     # An eight-day-old link: dead under the default week, alive when the operator allows 30.
     monkeypatch.setenv("MISSIVE_PREVIEW_LINK_DAYS", "30")
     get_settings.cache_clear()
     try:
-        assert client.get(old.removeprefix(BASE)).status_code == 200
+        assert client.get(old).status_code == 200
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
