@@ -21,7 +21,7 @@ class MetricCounter(Base):
 class StatusTally(Base):
     """Part of a count of rows by status: subscriptions per newsletter, deliveries per send.
 
-    Database triggers (migration 0013_admin_indexes) add a row for every change of those tables, in the
+    Database triggers (migration 0013) add a row for every change of those tables, in the
     same transaction, so the sum of a key's rows is always its exact count; `tallies.compact`
     folds each key's rows into one now and then. Reading a count is then a sum over a few rows
     instead of a scan of a million."""

@@ -1,7 +1,7 @@
 """Counts by status that stay exact and cheap at a million rows: subscriptions per newsletter,
 deliveries per send.
 
-Triggers on `subscriptions` and `deliveries` (migration 0013_admin_indexes) write the change of every
+Triggers on `subscriptions` and `deliveries` (migration 0013) write the change of every
 statement into `status_tallies` in the same transaction, so a count read here is what
 `SELECT count(*) ... GROUP BY status` would answer, whatever wrote the rows (the app, a
 cascade, psql). `compact` keeps the rows few; until it runs, a count just sums more rows.

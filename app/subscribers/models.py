@@ -16,7 +16,7 @@ class Subscriber(Base):
     """A reader, one per address. `email_key` (the address lowercased) makes it unique."""
 
     __tablename__ = "subscribers"
-    # On PostgreSQL, migration 0013_admin_indexes adds trigram (pg_trgm) indexes on email_key and name for
+    # On PostgreSQL, migration 0013 adds trigram (pg_trgm) indexes on email_key and name for
     # the subscriber search (substring LIKE); they have no SQLite form, so they live there only.
 
     id: Mapped[int] = mapped_column(primary_key=True)
