@@ -39,6 +39,13 @@ PART_BYTES = 1024 * 1024
 TASK = "missive.import_subscribers"
 
 
+# Runs of one import that may be interrupted before it stops for good.
+MAX_RESUMES = 5
+GAVE_UP = (f"The import was interrupted {MAX_RESUMES + 1} times, each time at the same kind of "
+           "place, so it stopped; the lines before that place are in. Try the rest of the file "
+           "in a smaller part, or ask your administrator to look at the worker's log.")
+
+
 class TooLarge(AppError):
     status_code = 413
 
@@ -225,6 +232,15 @@ def sweep(session: Session) -> list[int]:
     run goes on from the last committed batch. Returns the imports sent again."""
     stalled = and_(ImportJob.status.in_(("queued", "running")),
                    or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < db_now()))
+    # A file whose runs keep dying at the same place (a worker killed by it, say) would be
+    # handed on for ever: after MAX_RESUMES it stops, keeping what went in.
+    given_up = session.scalars(update(ImportJob).where(
+        stalled, ImportJob.status == "running", ImportJob.resumes >= MAX_RESUMES,
+    ).values(status="failed", claim_token=None, lease_until=None, finished_at=utcnow(),
+             detail=GAVE_UP).returning(ImportJob.id)).all()
+    if given_up:
+        log.warning("imports %s stopped after %d interruptions", given_up, MAX_RESUMES + 1)
+        session.execute(delete(ImportJobPart).where(ImportJobPart.job_id.in_(given_up)))
     requeued = []
     for job_id in session.scalars(select(ImportJob.id).where(stalled).order_by(ImportJob.id)
                                   .limit(100)).all():

@@ -194,3 +194,30 @@ def test_a_worker_killed_mid_import_is_taken_up_by_another(newsletter, db, worke
     job = _job(db, job_id)
     assert _report_of(job) == clean and job.resumes == 1
     _assert_each_row_once(db, newsletter.id, body)
+
+
+def test_an_import_interrupted_again_and_again_stops_keeping_what_went_in(
+        newsletter, db, signed_in, monkeypatch):
+    """A file that kills its worker at the same place every time is not handed on for ever."""
+    from app.subscribers import imports
+    from app.subscribers.models import ImportJob, ImportJobPart
+
+    job_id = _start(db, newsletter, _csv(50), monkeypatch)
+    sent: list[Any] = []
+    monkeypatch.setattr(imports, "enqueue_after_commit", lambda *args: sent.append(args[1:]))
+    # Its runs have died (lease run out) as often as allowed, the last one mid-way.
+    db.execute(update(ImportJob).where(ImportJob.id == job_id).values(
+        status="running", resumes=imports.MAX_RESUMES - 1, created=20,
+        lease_until=ImportJob.created_at))
+    db.commit()
+    assert imports.sweep(db) == [job_id] and sent == [(imports.TASK, job_id)]
+    db.execute(update(ImportJob).where(ImportJob.id == job_id).values(
+        status="running", resumes=imports.MAX_RESUMES, lease_until=ImportJob.created_at))
+    db.commit()
+    assert imports.sweep(db) == []
+    db.commit()
+    job = _job(db, job_id)
+    assert job.status == "failed" and job.created == 20 and len(sent) == 1
+    assert db.scalar(select(func.count()).select_from(ImportJobPart)) == 0
+    page = signed_in("editor").get(f"/admin/subscribers/imports/{job_id}").text
+    assert "interrupted 6 times" in page and "smaller part" in page
