@@ -103,7 +103,7 @@ def test_csv_import_runs_in_a_worker_and_reports_the_bad_line(signed_in, newslet
     assert f'href="{job_page}"' in editor.get("/admin/subscribers").text
     report = done[done.index('id="import-report"'):]
     assert "3 rows done: 2 created" in report and "1 line with errors" in report
-    assert re.search(r"<td>3</td><td>[^<]*invalid email", report)
+    assert re.search(r"<td class=\"num\">3</td><td>[^<]*invalid email", report)
     db.expire_all()
     assert set(db.scalars(select(Subscriber.email))) == {"ann@example.org", "cy@example.org"}
     assert db.scalars(select(ImportJobPart)).all() == []  # the stored file is gone
