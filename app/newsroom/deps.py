@@ -9,11 +9,14 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
+from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError, NotFound
+from app.newsletters import service as newsletters
+from app.newsletters.models import Newsletter
 from app.newsroom import accounts
 from app.newsroom.models import UserSession
 from app.security import TokenInvalid, sign, unsign
@@ -82,6 +85,12 @@ class Viewer:
         """NotFound for a newsletter outside the user's scope: they learn nothing about it."""
         if not self.sees(newsletter_id):
             raise NotFound("there is nothing here")
+
+    def newsletter(self, session: Session, slug: str) -> Newsletter:
+        """The newsletter `slug`, NotFound alike whether it is missing or outside the scope."""
+        found = newsletters.get_by_slug(session, slug)
+        self.require_newsletter(found.id)
+        return found
 
 
 def _cookie_token(request: Request) -> str | None:

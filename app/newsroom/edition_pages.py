@@ -18,7 +18,7 @@ from app.editions.pdf import PageSize
 from app.errors import AppError, NotFound
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
-from app.newsroom.issue_pages import _issue, _newsletter, issues_page
+from app.newsroom.issue_pages import _issue, issues_page
 from app.newsroom.web import see_other
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(csrf_guard)])
@@ -30,7 +30,7 @@ MAX_ALERTS = 50
 def draft_from_feed(request: Request, slug: str, viewer: EditorDep,
                     session: SessionDep) -> Response:
     """Draft the next issue from the feed and open it; or say on the issues list why not."""
-    newsletter = _newsletter(session, viewer, slug)
+    newsletter = viewer.newsletter(session, slug)
     try:
         # Savepoint: a refused draft (a race with another one) leaves nothing behind.
         with session.begin_nested():

@@ -20,7 +20,6 @@ from app.errors import AppError, Invalid, NotFound
 from app.issues import service as issues
 from app.issues.models import ISSUE_STATUSES, Issue
 from app.issues.router import _PREVIEW_HEADERS
-from app.newsletters import service as newsletters
 from app.newsletters.models import Newsletter
 from app.newsroom import forms, media, queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
@@ -58,11 +57,6 @@ def _issue(session: SessionDep, viewer: Viewer, issue_id: int) -> Issue:
     return issue
 
 
-def _newsletter(session: SessionDep, viewer: Viewer, slug: str) -> Newsletter:
-    newsletter = newsletters.get_by_slug(session, slug)
-    viewer.require_newsletter(newsletter.id)
-    return newsletter
-
 
 # --- the list ---------------------------------------------------------------------------------
 
@@ -83,7 +77,7 @@ def issues_page(request: Request, session: SessionDep, viewer: Viewer, *, newsle
                 status: str = "", before: int | None = None, notice_text: str | None = None,
                 extra: dict[str, Any] | None = None, status_code: int = 200) -> HTMLResponse:
     """The issues list (also shown again with the answer of a draft from the feed)."""
-    chosen = _newsletter(session, viewer, newsletter) if newsletter else None
+    chosen = viewer.newsletter(session, newsletter) if newsletter else None
     rows, more = queries.issue_page(session, viewer.scope,
                                     newsletter_id=chosen.id if chosen else None,
                                     status=status or None, before_id=before, limit=PAGE)
@@ -137,7 +131,7 @@ def new_issue(request: Request, viewer: EditorDep, session: SessionDep,
     if not newsletter and len(visible) == 1:
         form.newsletter = visible[0].slug
     if form.newsletter:
-        volume, number = issues.propose_next(session, _newsletter(session, viewer, form.newsletter))
+        volume, number = issues.propose_next(session, viewer.newsletter(session, form.newsletter))
         form.volume, form.number = str(volume), str(number)
     return _compose_page(request, session, viewer, form, None)
 
@@ -173,7 +167,7 @@ def create_issue(request: Request, viewer: EditorDep, session: SessionDep,
     if form.apply(action):
         return _compose_page(request, session, viewer, form, None, unsaved=True)
     try:
-        _newsletter(session, viewer, form.newsletter)
+        viewer.newsletter(session, form.newsletter)
     except NotFound:
         form.errors["newsletter"] = "Please choose a newsletter."
         return _compose_page(request, session, viewer, form, None, status_code=422)
@@ -193,7 +187,7 @@ def import_issue(request: Request, viewer: EditorDep, session: SessionDep,
         data = issues.parse_document(raw, kind=issues.document_kind(file.filename or ""))
         slug = data.get("newsletter") if isinstance(data, dict) else None
         if isinstance(slug, str):
-            _newsletter(session, viewer, slug.strip())
+            viewer.newsletter(session, slug.strip())
         issue = issues.create(session, data)
     except AppError as exc:
         problems = [f"{p['field']}: {p['msg']}" if p.get("field") else str(p["msg"])

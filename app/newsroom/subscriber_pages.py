@@ -15,7 +15,6 @@ from app.config import get_settings
 from app.db import DbId, SessionDep, session_scope
 from app.errors import AppError, Invalid, NotFound
 from app.newsletters import service as newsletters
-from app.newsletters.models import Newsletter
 from app.newsroom import queries
 from app.newsroom.deps import EditorDep, Viewer, ViewerDep, csrf_guard
 from app.newsroom.web import render, see_other
@@ -41,11 +40,6 @@ def _actor(request: Request, viewer: Viewer) -> Actor:
                  user_agent=request.headers.get("user-agent", "")[:500])
 
 
-def _newsletter(session: SessionDep, viewer: Viewer, slug: str) -> Newsletter:
-    newsletter = newsletters.get_by_slug(session, slug)
-    viewer.require_newsletter(newsletter.id)
-    return newsletter
-
 
 def _subscriber(session: SessionDep, viewer: Viewer, subscriber_id: int) -> Subscriber:
     subscriber = subscribers.get(session, subscriber_id)
@@ -62,7 +56,7 @@ def _list_context(session: SessionDep, viewer: Viewer, *, newsletter: str, statu
         # A limited user always searches within one of their newsletters.
         newsletter = visible[0].slug
     if newsletter:
-        _newsletter(session, viewer, newsletter)
+        viewer.newsletter(session, newsletter)
     page = subscribers.list_page(session, newsletter=newsletter or None, status=status or None,
                                  q=q or None, cursor=cursor, limit=PAGE)
     items = page.items
@@ -96,7 +90,7 @@ def export(viewer: ViewerDep, session: SessionDep,
            newsletter: Annotated[str, Query(max_length=64)] = "") -> StreamingResponse:
     if viewer.scope is not None and not newsletter:
         raise Invalid("Choose one of your newsletters to export.")
-    slug = _newsletter(session, viewer, newsletter).slug if newsletter else None
+    slug = viewer.newsletter(session, newsletter).slug if newsletter else None
 
     def rows() -> Any:
         with session_scope() as export_session:
@@ -128,7 +122,7 @@ def add_subscriber(
     if not email.strip():
         errors["email"] = "Please enter an email address."
     try:
-        _newsletter(session, viewer, newsletter)
+        viewer.newsletter(session, newsletter)
     except NotFound:
         errors["newsletter"] = "Please choose a newsletter."
     if not errors:
@@ -154,7 +148,7 @@ def import_csv(
     pending: Annotated[bool, Form()] = False,
 ) -> Response:
     """Store the file and hand it to a worker; the import page follows its progress."""
-    target = _newsletter(session, viewer, newsletter) if newsletter else None
+    target = viewer.newsletter(session, newsletter) if newsletter else None
     context = _list_context(session, viewer, newsletter="", status="", q="", cursor=None)
     if target is None:
         context["import_error"] = "Please choose the newsletter to import into."
@@ -233,7 +227,7 @@ def edit_subscriber(
 def unsubscribe(request: Request, subscriber_id: DbId, viewer: EditorDep, session: SessionDep,
                 newsletter: Annotated[str, Form(max_length=64)] = "") -> Response:
     subscriber = _subscriber(session, viewer, subscriber_id)
-    target = _newsletter(session, viewer, newsletter)
+    target = viewer.newsletter(session, newsletter)
     subscribers.set_status(session, subscriber, target, "unsubscribed", _actor(request, viewer))
     return see_other(f"/admin/subscribers/{subscriber_id}?notice=unsubscribed")
 
